@@ -1,0 +1,1 @@
+//! Roam API types. Filled in by the directory-server work.

@@ -1,0 +1,1 @@
+//! Frontend: how a host sees a volume (placeholder; see the frontend work).
