@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Stops the local cluster and leaves nothing behind: kubelets, containers and
+# their shims, containerd, the nodes' namespaces and mounts, loop devices on
+# the nodes' files, cgroups, veths, the bridge, the iptables rules up.sh
+# added, the nodes' directories; then stops the control plane (its etcd data
+# stays, so the next `make up` is quick; `control-plane.sh clean` drops it).
+# Safe to run when nothing is up.
+#
+#   e2e/cluster/down.sh          (make down)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=e2e/cluster/lib-common.sh
+source "$here/lib-common.sh"
+# shellcheck source=e2e/cluster/lib-net.sh
+source "$here/lib-net.sh"
+ROAM_LOG_TAG=down
+
+# Loop devices the nodes attached that are still there once every node is
+# gone: any whose backing file lies in a node's directories.
+detach_leftover_loops() {
+    local dev file _
+    while read -r dev file _; do
+        case "$file" in
+            "$ROAM_CLUSTER_DIR"/* | /var/lib/kubelet/* | /var/lib/roam/*)
+                log "detaching $dev ($file)"
+                losetup -d "$dev" || true
+                ;;
+        esac
+    done < <(loop_devices)
+}
+
+main() {
+    local begin=$SECONDS node pids=() pid
+    "$here/faults.sh" stop-proxies >/dev/null 2>&1 || true
+    for node in "${ROAM_NODES[@]}"; do
+        "$here/node.sh" stop "$node" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || true
+    done
+    detach_leftover_loops
+    net_host_down
+    hosts_down
+    if [[ -d "$ROAM_CLUSTER_DIR/nodes" ]]; then
+        if findmnt -rn -o TARGET | grep -q "^$ROAM_CLUSTER_DIR/nodes"; then
+            die "something is still mounted under $ROAM_CLUSTER_DIR/nodes; not removing it"
+        fi
+        rm -rf "$ROAM_CLUSTER_DIR/nodes"
+    fi
+    if [[ -x "$here/control-plane.sh" ]]; then
+        "$here/control-plane.sh" stop >/dev/null
+    fi
+    log "cluster stopped in $((SECONDS - begin))s"
+}
+
+main "$@"
