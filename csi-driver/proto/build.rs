@@ -7,7 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let mut protos: Vec<std::path::PathBuf> = Vec::new();
     for dir in ["csi", "roam"] {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "proto") {
@@ -17,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     protos.sort();
-    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    // Replication payloads stay `bytes::Bytes` end to end (no copy per hop).
+    tonic_prost_build::configure()
+        .bytes(".roam.replication.v1")
+        .compile_protos(&protos, &[std::path::PathBuf::from(".")])?;
     Ok(())
 }

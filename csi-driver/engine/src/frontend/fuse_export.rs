@@ -1,0 +1,354 @@
+//! The FUSE export: a filesystem with one regular file, `volume`, whose bytes
+//! are the block target's bytes.
+//!
+//! Requests are taken off `/dev/fuse` by a few fuser threads (each with its
+//! own cloned fd) and handed to a tokio runtime at once, so many reads and
+//! writes are in flight together; each task replies when its target call
+//! finishes. The file is opened with `FOPEN_DIRECT_IO` (no page cache between
+//! the loop device and the target) and `FOPEN_PARALLEL_DIRECT_WRITES` (the
+//! kernel does not serialize writes to it).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    WriteFlags,
+};
+use tokio::runtime::Handle;
+use tracing::{error, info};
+
+use super::error::FrontendError;
+use super::target::{BlockTarget, TargetError};
+
+/// Name of the single file in the export.
+pub const VOLUME_FILE_NAME: &str = "volume";
+/// Largest write the kernel sends in one request.
+const MAX_WRITE: u32 = 1 << 20;
+/// Threads reading requests off `/dev/fuse`.
+const FUSE_THREADS: usize = 2;
+const FILE_INO: INodeNo = INodeNo(2);
+const ATTR_TTL: Duration = Duration::from_secs(3600);
+
+struct VolumeFs {
+    target: Arc<dyn BlockTarget>,
+    runtime: Handle,
+    created: SystemTime,
+}
+
+impl VolumeFs {
+    fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
+        let (kind, size, perm, nlink) = if ino == INodeNo::ROOT {
+            (FileType::Directory, 0, 0o755, 2)
+        } else if ino == FILE_INO {
+            (FileType::RegularFile, self.target.size(), 0o600, 1)
+        } else {
+            return None;
+        };
+        Some(FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.created,
+            mtime: self.created,
+            ctime: self.created,
+            crtime: self.created,
+            kind,
+            perm,
+            nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+}
+
+/// Logs a failed target call once, where it becomes an errno.
+fn to_errno(e: &TargetError) -> Errno {
+    match e {
+        TargetError::OutOfRange { .. } => {
+            error!("{e}");
+            Errno::EINVAL
+        }
+        TargetError::StaleEpoch { .. } => {
+            error!("{e}: failing the I/O with EIO");
+            Errno::EIO
+        }
+        _ => {
+            error!("{e}");
+            Errno::EIO
+        }
+    }
+}
+
+impl Filesystem for VolumeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.attr(FILE_INO) {
+            Some(attr) if parent == INodeNo::ROOT && name == VOLUME_FILE_NAME => {
+                reply.entry(&ATTR_TTL, &attr, Generation(0))
+            }
+            _ => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino) {
+            Some(attr) => reply.attr(&ATTR_TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The size is the volume's; everything else is fixed.
+        match (self.attr(ino), size) {
+            (Some(_), Some(s)) if s != self.target.size() => reply.error(Errno::EPERM),
+            (Some(attr), _) => reply.attr(&ATTR_TTL, &attr),
+            (None, _) => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino != FILE_INO {
+            return reply.error(Errno::EISDIR);
+        }
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino != FILE_INO {
+            return reply.error(Errno::EISDIR);
+        }
+        let volume_size = self.target.size();
+        if offset >= volume_size {
+            return reply.data(&[]);
+        }
+        let len = (volume_size - offset).min(u64::from(size)) as u32;
+        let target = Arc::clone(&self.target);
+        self.runtime.spawn(async move {
+            match target.read_at(offset, len).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(to_errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino != FILE_INO {
+            return reply.error(Errno::EISDIR);
+        }
+        let fua = flags.0 & (libc::O_DSYNC | libc::O_SYNC) != 0;
+        let len = data.len() as u32;
+        let data = data.to_vec();
+        let target = Arc::clone(&self.target);
+        self.runtime.spawn(async move {
+            match target.write_at(offset, data, fua).await {
+                Ok(()) => reply.written(len),
+                Err(TargetError::OutOfRange { .. }) => reply.error(Errno::ENOSPC),
+                Err(e) => reply.error(to_errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(): nothing is buffered here; durability is fsync's job.
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let target = Arc::clone(&self.target);
+        self.runtime.spawn(async move {
+            match target.flush().await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(to_errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let entries = [
+            (INodeNo::ROOT, FileType::Directory, "."),
+            (INodeNo::ROOT, FileType::Directory, ".."),
+            (FILE_INO, FileType::RegularFile, VOLUME_FILE_NAME),
+        ];
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(*ino, (i + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let blocks = self.target.size() / 4096;
+        reply.statfs(blocks, 0, 0, 2, 0, 4096, 255, 4096);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+}
+
+/// A mounted FUSE export. Unmount with [`FuseExport::unmount`]; dropping it
+/// unmounts too.
+pub struct FuseExport {
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+impl FuseExport {
+    /// Mounts the export of `target` at `mountpoint` (an existing empty
+    /// directory); requests are served on `runtime`.
+    pub fn mount(
+        target: Arc<dyn BlockTarget>,
+        mountpoint: &Path,
+        runtime: Handle,
+    ) -> Result<Self, FrontendError> {
+        let volume = target.volume_id().to_owned();
+        let fs = VolumeFs {
+            target,
+            runtime,
+            created: SystemTime::now().max(UNIX_EPOCH),
+        };
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName(format!("roam:{volume}")),
+            MountOption::Subtype("roam".into()),
+            MountOption::NoAtime,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+        ];
+        config.n_threads = Some(FUSE_THREADS);
+        config.clone_fd = true;
+        let session = fuser::spawn_mount(fs, mountpoint, &config).map_err(|source| {
+            FrontendError::MountFuse {
+                volume: volume.clone(),
+                path: mountpoint.to_owned(),
+                source,
+            }
+        })?;
+        info!(volume, mountpoint = %mountpoint.display(), "FUSE export mounted");
+        Ok(Self {
+            session: Some(session),
+            mountpoint: mountpoint.to_owned(),
+        })
+    }
+
+    /// Path of the volume file inside the export.
+    pub fn volume_file(&self) -> PathBuf {
+        self.mountpoint.join(VOLUME_FILE_NAME)
+    }
+
+    /// Unmounts and waits for the request threads to finish.
+    pub fn unmount(mut self) -> Result<(), FrontendError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), FrontendError> {
+        match self.session.take() {
+            Some(session) => {
+                session
+                    .umount_and_join()
+                    .map_err(|source| FrontendError::UnmountFuse {
+                        path: self.mountpoint.clone(),
+                        source,
+                    })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FuseExport {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            error!("{e:#}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! A staged volume: the whole export stack of one volume on one host, owned
+//! by one value so that it is torn down in order and completely.
+//!
+//! Expected flow: [`StagedVolume::stage`] mounts the FUSE export, attaches
+//! its file to a loop device, formats the device only if it holds nothing,
+//! and mounts it; [`StagedVolume::unstage`] (or drop) unmounts the
+//! filesystem (which writes itself out through the target), detaches the
+//! loop device, and unmounts the FUSE export, joining its threads. A stage
+//! that fails half way undoes what it had done before returning the error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tracing::{error, instrument, warn};
+
+use super::error::FrontendError;
+use super::filesystem::{self, FsType};
+use super::fuse_export::FuseExport;
+use super::loop_device::LoopDevice;
+use super::target::BlockTarget;
+
+/// How to stage a volume.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    /// Directory for the FUSE export's mountpoint (created if missing).
+    pub fuse_dir: PathBuf,
+    /// Where the filesystem is mounted (created if missing).
+    pub mount_path: PathBuf,
+    pub fs_type: FsType,
+    /// Extra mount options (`noatime` is always set).
+    pub mount_options: Vec<String>,
+}
+
+/// The mounted stack; see the module doc.
+pub struct StagedVolume {
+    volume: String,
+    mount_path: PathBuf,
+    mounted: bool,
+    formatted: bool,
+    loop_device: Option<LoopDevice>,
+    fuse: Option<FuseExport>,
+}
+
+impl StagedVolume {
+    /// Builds the stack. Blocking (it runs mount tools): call it from a
+    /// blocking thread when inside an async context. `runtime` serves the
+    /// FUSE requests and must not be blocked by the caller meanwhile.
+    #[instrument(skip_all, fields(volume = target.volume_id(), path = %options.mount_path.display()))]
+    pub fn stage(
+        target: Arc<dyn BlockTarget>,
+        runtime: Handle,
+        options: &StageOptions,
+    ) -> Result<Self, FrontendError> {
+        for dir in [&options.fuse_dir, &options.mount_path] {
+            std::fs::create_dir_all(dir).map_err(|source| FrontendError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let mut staged = StagedVolume {
+            volume: target.volume_id().to_owned(),
+            mount_path: options.mount_path.clone(),
+            mounted: false,
+            formatted: false,
+            loop_device: None,
+            fuse: None,
+        };
+        let fuse = FuseExport::mount(target, &options.fuse_dir, runtime)?;
+        let file = fuse.volume_file();
+        staged.fuse = Some(fuse);
+        let device = LoopDevice::attach(&file)?;
+        let device_path = device.path().to_owned();
+        staged.loop_device = Some(device);
+        staged.formatted = filesystem::format_if_unformatted(&device_path, options.fs_type)?;
+        filesystem::mount(
+            &device_path,
+            &options.mount_path,
+            options.fs_type,
+            &options.mount_options,
+        )?;
+        staged.mounted = true;
+        Ok(staged)
+    }
+
+    /// Whether staging formatted the device (false: it held the filesystem).
+    pub fn formatted(&self) -> bool {
+        self.formatted
+    }
+
+    pub fn mount_path(&self) -> &Path {
+        &self.mount_path
+    }
+
+    /// The loop device the filesystem is mounted from.
+    pub fn device(&self) -> Option<&Path> {
+        self.loop_device.as_ref().map(LoopDevice::path)
+    }
+
+    /// Tears the stack down in order; the first error is returned after every
+    /// later step was still tried.
+    #[instrument(skip_all, fields(volume = %self.volume))]
+    pub fn unstage(mut self) -> Result<(), FrontendError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), FrontendError> {
+        let mut first_error = None;
+        if self.mounted {
+            self.mounted = false;
+            if let Err(e) = filesystem::unmount(&self.mount_path) {
+                // Leave nothing mounted: detach lazily, the kernel finishes
+                // once the last user is gone.
+                warn!("{e:#}; unmounting lazily");
+                let _ = std::process::Command::new("umount")
+                    .arg("--lazy")
+                    .arg(&self.mount_path)
+                    .status();
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(device) = self.loop_device.take()
+            && let Err(e) = device.detach()
+        {
+            first_error.get_or_insert(e);
+        }
+        if let Some(fuse) = self.fuse.take()
+            && let Err(e) = fuse.unmount()
+        {
+            first_error.get_or_insert(e);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StagedVolume {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            error!(volume = %self.volume, "teardown: {e:#}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Receive: the secondary side of replication (claim 19, "write data receive").
+//!
+//! Every peer message is checked before anything changes: the volume id, the
+//! size limit, the epoch (older: `StaleEpoch`; newer than a data message
+//! expects: `EpochMismatch`), the role, and for writes the sequence rules —
+//! the batch must start right after the last applied write (`SeqGap`,
+//! `DuplicateSeq`), be contiguous, pass its checksums and fit the volume. A
+//! rejected message changes nothing. An accepted batch is journaled and
+//! written to the real volume in order; the acknowledgement is sent once the
+//! journal holds it durably, so every write is applied exactly once, in order.
+//!
+//! [`Volume::begin_peer`] has two phases so a stream can pipeline: the checks
+//! and the apply happen when it is awaited (in message order); the returned
+//! future waits for durability and yields the reply.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use crate::error::{EngineError, Result};
+use crate::transport::{PeerMessage, PeerReply, PeerRequest, Region};
+use crate::types::{Position, Role, WriteRecord};
+use crate::volume::{Inner, State, Volume};
+
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<PeerReply>> + Send>>;
+
+/// Record that `epoch` wrote from `seq` on, when it is a new epoch.
+pub(crate) fn note_history(history: &mut Vec<(u64, u64)>, epoch: u64, seq: u64) {
+    if history.last().is_none_or(|&(e, _)| epoch > e) {
+        history.push((epoch, seq));
+    }
+}
+
+/// Epoch that wrote `seq` according to `history` (0 when none).
+pub(crate) fn epoch_at(history: &[(u64, u64)], seq: u64) -> u64 {
+    history
+        .iter()
+        .rev()
+        .find(|&&(_, first)| first <= seq)
+        .map(|&(e, _)| e)
+        .unwrap_or(0)
+}
+
+/// True when a member at `pos` holds a prefix of this replica's writes.
+pub(crate) fn history_ok(
+    history: &[(u64, u64)],
+    pos: &Position,
+    last: u64,
+    last_epoch: u64,
+) -> bool {
+    if pos.applied_seq == 0 {
+        return true;
+    }
+    if pos.applied_seq > last {
+        return false;
+    }
+    if pos.applied_seq == last {
+        return pos.applied_epoch == last_epoch;
+    }
+    epoch_at(history, pos.applied_seq) == pos.applied_epoch
+}
+
+fn ready(reply: PeerReply) -> ReplyFuture {
+    Box::pin(async move { Ok(reply) })
+}
+
+impl Volume {
+    /// Check and apply one peer message; the returned future yields the reply
+    /// once the effect is durable. Call in message order for one stream.
+    #[instrument(skip_all, fields(volume = %self.inner.id, epoch = req.epoch))]
+    pub async fn begin_peer(&self, req: PeerRequest) -> Result<ReplyFuture> {
+        let inner = &self.inner;
+        if req.volume_id != inner.id {
+            return Err(EngineError::InvalidField {
+                volume: inner.id.clone(),
+                field: "volume_id",
+                reason: format!("message for {} reached {}", req.volume_id, inner.id),
+            });
+        }
+        let len = req.msg.payload_len();
+        if len > inner.config.max_message_bytes {
+            return Err(EngineError::MessageTooLarge {
+                volume: inner.id.clone(),
+                len,
+                max: inner.config.max_message_bytes,
+            });
+        }
+        match req.msg {
+            PeerMessage::Hello { primary } => {
+                let pos = self.hello(req.epoch, &primary).await?;
+                Ok(ready(PeerReply::Position(pos)))
+            }
+            PeerMessage::Append { records } => {
+                let last = apply_append(inner, req.epoch, &records)?;
+                inner.maybe_checkpoint();
+                let inner = inner.clone();
+                Ok(Box::pin(async move {
+                    inner.journal.wait_durable(last).await?;
+                    Ok(PeerReply::Ack { seq: last })
+                }))
+            }
+            PeerMessage::ResyncBegin { full } => {
+                self.resync_begin(req.epoch, full).await?;
+                Ok(ready(PeerReply::Done))
+            }
+            PeerMessage::Regions { regions } => {
+                apply_regions(inner, req.epoch, &regions)?;
+                Ok(ready(PeerReply::Done))
+            }
+            PeerMessage::ResyncDone {
+                seq,
+                applied_epoch,
+                history,
+            } => {
+                self.resync_done(req.epoch, seq, applied_epoch, history)
+                    .await?;
+                Ok(ready(PeerReply::Done))
+            }
+            PeerMessage::TakePrimary { group, last_seq } => {
+                self.take_primary(req.epoch, group, last_seq).await?;
+                Ok(ready(PeerReply::Done))
+            }
+        }
+    }
+
+    async fn hello(&self, epoch: u64, primary: &str) -> Result<Position> {
+        let inner = &self.inner;
+        let _g = inner.role_lock.lock().await;
+        let changed = {
+            let mut st = inner.lock();
+            if st.closed {
+                return Err(EngineError::Closed {
+                    volume: inner.id.clone(),
+                });
+            }
+            if epoch < st.meta.epoch {
+                return Err(EngineError::StaleEpoch {
+                    volume: inner.id.clone(),
+                    held: st.meta.epoch,
+                    got: epoch,
+                });
+            }
+            if epoch == st.meta.epoch && st.meta.role == Role::Primary {
+                return Err(EngineError::EpochConflict {
+                    volume: inner.id.clone(),
+                    epoch,
+                    held_primary: st.meta.data_center.clone(),
+                    asked_primary: primary.to_string(),
+                });
+            }
+            let changed = epoch != st.meta.epoch || st.meta.role != Role::Secondary;
+            crate::role::step_down(&mut st, epoch, primary);
+            changed
+        };
+        if changed {
+            tracing::info!(primary, "following a new primary");
+            inner.persist().await?;
+        }
+        let last = inner.lock().last_seq;
+        inner.journal.wait_durable(last).await?;
+        let st = inner.lock();
+        Ok(Position {
+            epoch: st.meta.epoch,
+            role: st.meta.role,
+            applied_seq: st.last_seq,
+            applied_epoch: st.last_epoch,
+            resyncing: st.meta.resyncing,
+        })
+    }
+
+    async fn resync_begin(&self, epoch: u64, full: bool) -> Result<()> {
+        let inner = self.inner.clone();
+        let _g = inner.role_lock.lock().await;
+        {
+            let mut st = inner.lock();
+            check_data_message(&inner, &st, epoch)?;
+            st.meta.resyncing = true;
+        }
+        tracing::info!(full, "region copy into this replica starts");
+        let last = inner.lock().last_seq;
+        inner.journal.wait_durable(last).await?;
+        let this = inner.clone();
+        tokio::task::spawn_blocking(move || this.checkpoint_blocking())
+            .await
+            .map_err(|e| {
+                EngineError::backend(
+                    &inner.id,
+                    "checkpoint",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
+    }
+
+    async fn resync_done(
+        &self,
+        epoch: u64,
+        seq: u64,
+        applied_epoch: u64,
+        history: Vec<(u64, u64)>,
+    ) -> Result<()> {
+        let inner = self.inner.clone();
+        let _g = inner.role_lock.lock().await;
+        {
+            let st = inner.lock();
+            check_data_message(&inner, &st, epoch)?;
+            if !st.meta.resyncing {
+                return Err(EngineError::NotResyncing {
+                    volume: inner.id.clone(),
+                });
+            }
+        }
+        let data = inner.data.clone();
+        tokio::task::spawn_blocking(move || data.sync())
+            .await
+            .map_err(|e| {
+                EngineError::backend(&inner.id, "sync", std::io::Error::other(e.to_string()))
+            })?
+            .map_err(|e| EngineError::backend(&inner.id, "sync", e))?;
+        {
+            let mut st = inner.lock();
+            st.last_seq = seq;
+            st.last_epoch = applied_epoch;
+            st.meta.history = history;
+            st.meta.checkpoint_seq = seq;
+            st.meta.checkpoint_epoch = applied_epoch;
+            st.meta.resyncing = false;
+        }
+        inner.journal.advance_to(seq);
+        inner.last_seq_tx.send_replace(seq);
+        inner.persist().await?;
+        tracing::info!(seq, "region copy into this replica complete");
+        Ok(())
+    }
+}
+
+fn check_data_message(inner: &Inner, st: &State, epoch: u64) -> Result<()> {
+    if st.closed {
+        return Err(EngineError::Closed {
+            volume: inner.id.clone(),
+        });
+    }
+    if epoch < st.meta.epoch {
+        return Err(EngineError::StaleEpoch {
+            volume: inner.id.clone(),
+            held: st.meta.epoch,
+            got: epoch,
+        });
+    }
+    if epoch != st.meta.epoch {
+        return Err(EngineError::EpochMismatch {
+            volume: inner.id.clone(),
+            held: st.meta.epoch,
+            got: epoch,
+        });
+    }
+    if st.meta.role != Role::Secondary {
+        return Err(EngineError::NotSecondary {
+            volume: inner.id.clone(),
+            role: st.meta.role,
+        });
+    }
+    Ok(())
+}
+
+/// Check a batch of writes against every rule, then apply it; nothing changes
+/// when a check fails. Returns the last sequence number of the batch.
+pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecord]) -> Result<u64> {
+    let mut st = inner.lock();
+    check_data_message(inner, &st, epoch)?;
+    if st.meta.resyncing {
+        return Err(EngineError::ResyncUnfinished {
+            volume: inner.id.clone(),
+        });
+    }
+    let Some(first) = records.first() else {
+        return Err(EngineError::InvalidField {
+            volume: inner.id.clone(),
+            field: "records",
+            reason: "empty batch".into(),
+        });
+    };
+    if first.seq <= st.last_seq {
+        return Err(EngineError::DuplicateSeq {
+            volume: inner.id.clone(),
+            applied: st.last_seq,
+            got: first.seq,
+        });
+    }
+    for (expected, r) in (st.last_seq + 1..).zip(records.iter()) {
+        if r.seq != expected {
+            return Err(EngineError::SeqGap {
+                volume: inner.id.clone(),
+                expected,
+                got: r.seq,
+            });
+        }
+        if r.epoch > epoch || r.epoch < st.last_epoch.min(epoch) {
+            return Err(EngineError::InvalidField {
+                volume: inner.id.clone(),
+                field: "records.epoch",
+                reason: format!(
+                    "write {} carries epoch {} outside [{}, {epoch}]",
+                    r.seq, r.epoch, st.last_epoch
+                ),
+            });
+        }
+        if r.data.is_empty() {
+            return Err(EngineError::InvalidField {
+                volume: inner.id.clone(),
+                field: "records.data",
+                reason: format!("write {} is empty", r.seq),
+            });
+        }
+        inner.check_range(r.offset, r.data.len() as u64, st.meta.size_bytes)?;
+        if !r.crc_ok() {
+            return Err(EngineError::ChecksumMismatch {
+                volume: inner.id.clone(),
+                seq: r.seq,
+            });
+        }
+    }
+    for r in records {
+        inner
+            .data
+            .write_at(r.offset, &r.data)
+            .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
+        inner.journal.append(r);
+        st.last_seq = r.seq;
+        st.last_epoch = r.epoch;
+        note_history(&mut st.meta.history, r.epoch, r.seq);
+    }
+    let last = st.last_seq;
+    drop(st);
+    inner.last_seq_tx.send_replace(last);
+    Ok(last)
+}
+
+fn apply_regions(inner: &Arc<Inner>, epoch: u64, regions: &[Region]) -> Result<()> {
+    let st = inner.lock();
+    check_data_message(inner, &st, epoch)?;
+    if !st.meta.resyncing {
+        return Err(EngineError::NotResyncing {
+            volume: inner.id.clone(),
+        });
+    }
+    for r in regions {
+        inner.check_range(r.offset, r.data.len() as u64, st.meta.size_bytes)?;
+        if crc32c::crc32c(&r.data) != r.crc {
+            return Err(EngineError::RegionChecksum {
+                volume: inner.id.clone(),
+                offset: r.offset,
+            });
+        }
+    }
+    for r in regions {
+        inner
+            .data
+            .write_at(r.offset, &r.data)
+            .map_err(|e| EngineError::backend(&inner.id, "resync write", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Plain values shared by every stage: group definition, roles, write records,
+//! positions and status. No behaviour beyond small helpers.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Size of one region of the dirty-region map (resync granularity).
+pub const REGION_SIZE: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Role {
+    /// Created, not yet part of a configured group.
+    #[default]
+    None,
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum TransferType {
+    #[default]
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum FailurePolicy {
+    /// Writes wait, then fail, while a secondary cannot keep up.
+    #[default]
+    Block,
+    /// Writes go on; the secondary is marked out of sync and resynced later.
+    Degrade,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    pub data_center: String,
+    pub endpoint: String,
+}
+
+/// A copy volume group as one storage system knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupSpec {
+    pub members: Vec<MemberSpec>,
+    /// Data center of the primary at `epoch`.
+    pub primary: String,
+    pub epoch: u64,
+    pub transfer_type: TransferType,
+    pub failure_policy: FailurePolicy,
+    /// Async only: largest lag before new writes wait. 0 = no bound.
+    pub max_lag_bytes: u64,
+    pub max_lag_seconds: u64,
+}
+
+impl GroupSpec {
+    pub fn member(&self, dc: &str) -> Option<&MemberSpec> {
+        self.members.iter().find(|m| m.data_center == dc)
+    }
+}
+
+/// One write as it travels: cache, journal, wire, secondary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub seq: u64,
+    pub epoch: u64,
+    pub offset: u64,
+    pub data: Bytes,
+    /// crc32c over seq, epoch, offset and data, computed once where the write
+    /// enters the system and checked wherever it lands.
+    pub crc: u32,
+}
+
+impl WriteRecord {
+    pub fn new(seq: u64, epoch: u64, offset: u64, data: Bytes) -> Self {
+        let crc = record_crc(seq, epoch, offset, &data);
+        Self {
+            seq,
+            epoch,
+            offset,
+            data,
+            crc,
+        }
+    }
+    pub fn crc_ok(&self) -> bool {
+        record_crc(self.seq, self.epoch, self.offset, &self.data) == self.crc
+    }
+    pub fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// crc32c over the header fields and the payload.
+pub fn record_crc(seq: u64, epoch: u64, offset: u64, data: &[u8]) -> u32 {
+    let mut head = [0u8; 24];
+    head[..8].copy_from_slice(&seq.to_le_bytes());
+    head[8..16].copy_from_slice(&epoch.to_le_bytes());
+    head[16..].copy_from_slice(&offset.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&head), data)
+}
+
+/// Where a secondary stands, returned by the hand-shake.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    pub epoch: u64,
+    pub role: Role,
+    /// Highest sequence number held durably.
+    pub applied_seq: u64,
+    /// Epoch of the write at `applied_seq` (0 when none).
+    pub applied_epoch: u64,
+    /// True while a region copy into this replica is unfinished.
+    pub resyncing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    InSync,
+    Lagging,
+    Resyncing,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberStatus {
+    pub data_center: String,
+    pub state: MemberState,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub applied_seq: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeStatus {
+    pub volume_id: String,
+    pub size_bytes: u64,
+    pub role: Role,
+    pub epoch: u64,
+    pub written_seq: u64,
+    pub durable_seq: u64,
+    pub group: Option<GroupSpec>,
+    pub members: Vec<MemberStatus>,
+    pub fenced: bool,
+    pub last_transfer_millis: u64,
+}

@@ -1,0 +1,569 @@
+//! The volume handle: one replica on this storage system, in whatever role.
+//!
+//! ```ignore
+//! impl Volume {
+//!     async fn open(id, data_center, files: VolumeFiles, transport, config) -> Result<Volume>;
+//!     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<u64 /* seq */>;
+//!     async fn read(&self, offset: u64, len: u64) -> Result<Bytes>;
+//!     async fn flush(&self) -> Result<u64 /* durable seq */>;
+//!     fn size(&self) -> u64;
+//! }
+//! ```
+//!
+//! Write execution on the primary (claims 15, 16, 20): under the state lock a
+//! write gets the next sequence number, is queued to the journal, written to
+//! the real volume (page cache) and put in the in-memory cache for the
+//! streaming secondaries (or marked in the dirty maps of the others); outside
+//! the lock it waits for the journal's group commit, then — for a Sync group,
+//! or FUA — for every streaming secondary to hold it durably. Reads come from
+//! the real volume, which always holds every accepted write.
+//!
+//! Guarantees: an acknowledged write is in the journal (durable) and, in a
+//! Sync group, on every in-sync secondary. Sequence numbers are contiguous
+//! across epochs. Only the primary at the held epoch accepts writes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::instrument;
+
+use crate::backend::{Backend, MetaStore, VolumeMeta};
+use crate::cache::journal::Journal;
+use crate::cache::memory::WriteCache;
+use crate::error::{EngineError, Result};
+use crate::replication::MemberTrack;
+use crate::transport::Transport;
+use crate::types::{Role, VolumeStatus, WriteRecord};
+
+/// Tunables; the defaults suit production, tests shorten the timeouts.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a write waits for a secondary (Sync, FUA, lag bound) before
+    /// the failure policy applies.
+    pub ack_timeout: Duration,
+    /// How long a planned change of primary waits for the target to catch up.
+    pub transfer_timeout: Duration,
+    /// Journal size that triggers a checkpoint.
+    pub checkpoint_bytes: u64,
+    /// Largest in-memory cache before new writes wait, whatever the lag bound.
+    pub cache_limit_bytes: u64,
+    /// Largest single write.
+    pub max_write_bytes: u64,
+    /// Largest peer message payload accepted.
+    pub max_message_bytes: u64,
+    /// Target payload of one batch sent to a secondary.
+    pub batch_bytes: u64,
+    /// Batches in flight per secondary.
+    pub window: usize,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(10),
+            transfer_timeout: Duration::from_secs(30),
+            checkpoint_bytes: 64 << 20,
+            cache_limit_bytes: 256 << 20,
+            max_write_bytes: 4 << 20,
+            max_message_bytes: 8 << 20,
+            batch_bytes: 1 << 20,
+            window: 16,
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The files of one replica, behind the backend traits.
+pub struct VolumeFiles {
+    pub data: Arc<dyn Backend>,
+    pub journal: Arc<dyn Backend>,
+    pub meta: Arc<dyn MetaStore>,
+}
+
+pub(crate) struct State {
+    pub meta: VolumeMeta,
+    /// No new writes: a change of primary is in progress, or a peer holds a
+    /// newer epoch (`superseded`).
+    pub fenced: bool,
+    /// A peer refused this primary at a newer epoch: another primary exists.
+    /// Lifted only by a role change (configure, promote, hand-over).
+    pub superseded: bool,
+    /// Highest sequence number accepted.
+    pub last_seq: u64,
+    /// Epoch of the write at `last_seq`.
+    pub last_epoch: u64,
+    pub cache: WriteCache,
+    /// Primary only: one entry per secondary, by data center.
+    pub members: BTreeMap<String, MemberTrack>,
+    pub checkpointing: bool,
+    pub closed: bool,
+}
+
+pub(crate) struct Inner {
+    pub id: String,
+    pub config: EngineConfig,
+    pub data: Arc<dyn Backend>,
+    pub meta_store: Arc<dyn MetaStore>,
+    pub journal: Journal,
+    pub transport: Arc<dyn Transport>,
+    pub state: Mutex<State>,
+    /// Serializes role changes and peer control messages.
+    pub role_lock: tokio::sync::Mutex<()>,
+    /// Serializes metadata writes so the newest always lands last.
+    pub meta_lock: tokio::sync::Mutex<()>,
+    /// Highest accepted sequence number, for senders waiting on new writes.
+    pub last_seq_tx: watch::Sender<u64>,
+}
+
+/// A handle to one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Volume {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Persist the current metadata (the newest wins).
+    pub(crate) async fn persist(self: &Arc<Self>) -> Result<()> {
+        let _g = self.meta_lock.lock().await;
+        let bytes = {
+            let st = self.lock();
+            if st.closed {
+                // A closed replica writes nothing more; a new instance may own the files.
+                return Ok(());
+            }
+            let mut meta = st.meta.clone();
+            meta.dirty = crate::replication::persisted_maps(&st);
+            serde_json::to_vec(&meta).map_err(|e| EngineError::Metadata {
+                volume: self.id.clone(),
+                op: "encode",
+                reason: e.to_string(),
+            })?
+        };
+        let store = self.meta_store.clone();
+        let id = self.id.clone();
+        tokio::task::spawn_blocking(move || store.store(&bytes))
+            .await
+            .map_err(|e| EngineError::Metadata {
+                volume: id.clone(),
+                op: "store",
+                reason: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Metadata {
+                volume: id,
+                op: "store",
+                reason: e.to_string(),
+            })
+    }
+
+    pub(crate) fn check_range(&self, offset: u64, len: u64, size: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(EngineError::OutOfRange {
+                volume: self.id.clone(),
+                offset,
+                len,
+                size,
+            }),
+        }
+    }
+
+    /// Start a checkpoint in the background when the journal has grown past its bound.
+    pub(crate) fn maybe_checkpoint(self: &Arc<Self>) {
+        if self.journal.len() < self.config.checkpoint_bytes {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            if st.checkpointing || st.closed {
+                return;
+            }
+            st.checkpointing = true;
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.checkpoint_blocking()
+                && !matches!(e, EngineError::Closed { .. })
+            {
+                tracing::error!(volume = %this.id, error = %format!("{e:#}"), "checkpoint failed");
+            }
+            this.lock().checkpointing = false;
+        });
+    }
+
+    /// Blocking: sync the real volume, record the checkpoint (and the dirty
+    /// maps that cover what members lack) in the metadata, empty the journal.
+    /// Holds the state lock throughout, so writes wait meanwhile.
+    pub(crate) fn checkpoint_blocking(self: &Arc<Self>) -> Result<()> {
+        let _g = self.meta_lock.blocking_lock();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(EngineError::Closed {
+                volume: self.id.clone(),
+            });
+        }
+        self.data
+            .sync()
+            .map_err(|e| EngineError::backend(&self.id, "sync", e))?;
+        st.meta.checkpoint_seq = st.last_seq;
+        st.meta.checkpoint_epoch = st.last_epoch;
+        let mut meta = st.meta.clone();
+        meta.dirty = crate::replication::persisted_maps(&st);
+        let bytes = serde_json::to_vec(&meta).map_err(|e| EngineError::Metadata {
+            volume: self.id.clone(),
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        self.meta_store
+            .store(&bytes)
+            .map_err(|e| EngineError::Metadata {
+                volume: self.id.clone(),
+                op: "store",
+                reason: e.to_string(),
+            })?;
+        self.journal.reset()?;
+        drop(st);
+        Ok(())
+    }
+}
+
+impl Volume {
+    /// Open a replica: load the metadata, replay the journal into the real
+    /// volume, and — on a primary — start the senders (every member begins
+    /// by resyncing what its dirty map says it lacks).
+    #[instrument(skip_all, fields(volume = %id))]
+    pub async fn open(
+        id: &str,
+        files: VolumeFiles,
+        transport: Arc<dyn Transport>,
+        config: EngineConfig,
+    ) -> Result<Volume> {
+        let raw = files
+            .meta
+            .load()
+            .map_err(|e| EngineError::Metadata {
+                volume: id.into(),
+                op: "load",
+                reason: e.to_string(),
+            })?
+            .ok_or_else(|| EngineError::NotFound { volume: id.into() })?;
+        let mut meta: VolumeMeta =
+            serde_json::from_slice(&raw).map_err(|e| EngineError::Metadata {
+                volume: id.into(),
+                op: "decode",
+                reason: e.to_string(),
+            })?;
+        let size = files
+            .data
+            .size()
+            .map_err(|e| EngineError::backend(id, "size", e))?;
+        meta.size_bytes = size;
+        let (journal, records) = Journal::open(id, files.journal.clone())?;
+        let mut last_seq = meta.checkpoint_seq;
+        let mut last_epoch = meta.checkpoint_epoch;
+        let mut replayed = Vec::new();
+        for rec in records.into_iter().filter(|r| r.seq > meta.checkpoint_seq) {
+            if rec.seq != last_seq + 1 || rec.end() > size {
+                break;
+            }
+            files
+                .data
+                .write_at(rec.offset, &rec.data)
+                .map_err(|e| EngineError::backend(id, "replay", e))?;
+            last_seq = rec.seq;
+            last_epoch = rec.epoch;
+            crate::receive::note_history(&mut meta.history, rec.epoch, rec.seq);
+            replayed.push(rec);
+        }
+        // Everything replayed or checkpointed is durable already.
+        journal.advance_to(last_seq);
+        tracing::info!(replayed = replayed.len(), last_seq, role = ?meta.role, epoch = meta.epoch, "replica opened");
+        let mut members = BTreeMap::new();
+        if meta.role == Role::Primary {
+            members = crate::replication::restore_members(&meta, &replayed, size);
+        }
+        let (last_seq_tx, _) = watch::channel(last_seq);
+        let inner = Arc::new(Inner {
+            id: id.to_string(),
+            config,
+            data: files.data,
+            meta_store: files.meta,
+            journal,
+            transport,
+            state: Mutex::new(State {
+                meta,
+                fenced: false,
+                superseded: false,
+                last_seq,
+                last_epoch,
+                cache: WriteCache::default(),
+                members,
+                checkpointing: false,
+                closed: false,
+            }),
+            role_lock: tokio::sync::Mutex::new(()),
+            meta_lock: tokio::sync::Mutex::new(()),
+            last_seq_tx,
+        });
+        let vol = Volume { inner };
+        vol.inner.persist().await?;
+        crate::replication::start_senders(&vol.inner);
+        Ok(vol)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.inner.lock().meta.size_bytes
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.lock().meta.role
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.inner.lock().meta.epoch
+    }
+
+    /// Write on the primary. Returns the write's sequence number once it is
+    /// durable here and, for a Sync group or `fua`, on every streaming secondary.
+    /// Fails (`StaleEpoch`, `NotPrimary`, `Fenced`) when a newer epoch
+    /// superseded this primary before every one of them held it.
+    #[instrument(skip_all, fields(volume = %self.inner.id, offset, len = data.len()))]
+    pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<u64> {
+        self.write_at_epoch(None, offset, data, fua).await
+    }
+
+    /// [`Volume::write`], refused unless `epoch` (when given) is the held epoch.
+    pub async fn write_at_epoch(
+        &self,
+        epoch: Option<u64>,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<u64> {
+        let inner = &self.inner;
+        if data.is_empty() {
+            return Err(EngineError::InvalidField {
+                volume: inner.id.clone(),
+                field: "data",
+                reason: "empty".into(),
+            });
+        }
+        if data.len() as u64 > inner.config.max_write_bytes {
+            return Err(EngineError::MessageTooLarge {
+                volume: inner.id.clone(),
+                len: data.len() as u64,
+                max: inner.config.max_write_bytes,
+            });
+        }
+        crate::replication::wait_for_room(inner, epoch).await?;
+        let (seq, held_epoch, waits) = {
+            let mut st = inner.lock();
+            check_writable(inner, &st, epoch)?;
+            inner.check_range(offset, data.len() as u64, st.meta.size_bytes)?;
+            let seq = st.last_seq + 1;
+            let rec = WriteRecord::new(seq, st.meta.epoch, offset, data);
+            inner
+                .data
+                .write_at(offset, &rec.data)
+                .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
+            inner.journal.append(&rec);
+            st.last_seq = seq;
+            st.last_epoch = rec.epoch;
+            let held_epoch = rec.epoch;
+            let waits = crate::replication::enqueue(&mut st, rec, fua);
+            (seq, held_epoch, waits)
+        };
+        inner.last_seq_tx.send_replace(seq);
+        inner.journal.wait_durable(seq).await?;
+        crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        inner.maybe_checkpoint();
+        Ok(seq)
+    }
+
+    /// Read from the real volume (it holds every accepted write). Any role:
+    /// on a secondary it shows what that replica holds.
+    #[instrument(skip_all, fields(volume = %self.inner.id, offset, len))]
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let size = self.size();
+        self.inner.check_range(offset, len, size)?;
+        if len > self.inner.config.max_message_bytes {
+            return Err(EngineError::MessageTooLarge {
+                volume: self.inner.id.clone(),
+                len,
+                max: self.inner.config.max_message_bytes,
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.inner
+            .data
+            .read_at(offset, &mut buf)
+            .map_err(|e| EngineError::backend(&self.inner.id, "read", e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Read on the primary at `epoch` (host I/O through the storage API).
+    pub async fn read_at_epoch(&self, epoch: u64, offset: u64, len: u64) -> Result<Bytes> {
+        {
+            let st = self.inner.lock();
+            check_primary_epoch(&self.inner, &st, Some(epoch))?;
+        }
+        self.read(offset, len).await
+    }
+
+    /// Make every accepted write durable here, on the real volume, and — in a
+    /// Sync group — on every streaming secondary. Returns the durable sequence number.
+    #[instrument(skip_all, fields(volume = %self.inner.id))]
+    pub async fn flush(&self) -> Result<u64> {
+        self.flush_at_epoch(None).await
+    }
+
+    pub async fn flush_at_epoch(&self, epoch: Option<u64>) -> Result<u64> {
+        let inner = &self.inner;
+        let (seq, held_epoch, waits) = {
+            let st = inner.lock();
+            if epoch.is_some() {
+                check_primary_epoch(inner, &st, epoch)?;
+            }
+            (
+                st.last_seq,
+                st.meta.epoch,
+                crate::replication::flush_waits(&st),
+            )
+        };
+        inner.journal.wait_durable(seq).await?;
+        let data = inner.data.clone();
+        let id = inner.id.clone();
+        tokio::task::spawn_blocking(move || data.sync())
+            .await
+            .map_err(|e| EngineError::backend(&id, "sync", std::io::Error::other(e.to_string())))?
+            .map_err(|e| EngineError::backend(&id, "sync", e))?;
+        crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        Ok(seq)
+    }
+
+    /// Grow the real volume; never shrinks.
+    #[instrument(skip_all, fields(volume = %self.inner.id, size))]
+    pub async fn expand(&self, size: u64) -> Result<()> {
+        let _g = self.inner.role_lock.lock().await;
+        let current = self.size();
+        if size < current {
+            return Err(EngineError::ShrinkRefused {
+                volume: self.inner.id.clone(),
+                size: current,
+                requested: size,
+            });
+        }
+        if size > current {
+            let data = self.inner.data.clone();
+            let id = self.inner.id.clone();
+            tokio::task::spawn_blocking(move || data.resize(size))
+                .await
+                .map_err(|e| {
+                    EngineError::backend(&id, "resize", std::io::Error::other(e.to_string()))
+                })?
+                .map_err(|e| EngineError::backend(&id, "resize", e))?;
+            self.inner.lock().meta.size_bytes = size;
+            self.inner.persist().await?;
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> VolumeStatus {
+        let st = self.inner.lock();
+        VolumeStatus {
+            volume_id: self.inner.id.clone(),
+            size_bytes: st.meta.size_bytes,
+            role: st.meta.role,
+            epoch: st.meta.epoch,
+            written_seq: st.last_seq,
+            durable_seq: self
+                .inner
+                .journal
+                .durable_seq()
+                .max(st.meta.checkpoint_seq)
+                .min(st.last_seq),
+            group: st.meta.group.clone(),
+            members: crate::replication::member_statuses(&st),
+            fenced: st.fenced,
+            last_transfer_millis: st.meta.last_transfer_millis,
+        }
+    }
+
+    /// Stop the senders and the journal. Accepted writes stay durable; the
+    /// replica can be opened again once this returns (no metadata write or
+    /// checkpoint of this instance still runs).
+    pub async fn close(&self) {
+        let members = {
+            let mut st = self.inner.lock();
+            st.closed = true;
+            std::mem::take(&mut st.members)
+        };
+        for m in members.into_values() {
+            m.stop();
+        }
+        // Wait for a metadata write or checkpoint in progress; later ones see `closed`.
+        let _meta = self.inner.meta_lock.lock().await;
+        let last = self.inner.lock().last_seq;
+        let _ = self.inner.journal.wait_durable(last).await;
+        self.inner.journal.shutdown();
+    }
+}
+
+pub(crate) fn check_primary_epoch(inner: &Inner, st: &State, epoch: Option<u64>) -> Result<()> {
+    if let Some(e) = epoch {
+        if e < st.meta.epoch {
+            return Err(EngineError::StaleEpoch {
+                volume: inner.id.clone(),
+                held: st.meta.epoch,
+                got: e,
+            });
+        }
+        if e != st.meta.epoch {
+            return Err(EngineError::EpochMismatch {
+                volume: inner.id.clone(),
+                held: st.meta.epoch,
+                got: e,
+            });
+        }
+    }
+    if st.meta.role != Role::Primary {
+        return Err(EngineError::NotPrimary {
+            volume: inner.id.clone(),
+            role: st.meta.role,
+        });
+    }
+    Ok(())
+}
+
+fn check_writable(inner: &Inner, st: &State, epoch: Option<u64>) -> Result<()> {
+    if st.closed {
+        return Err(EngineError::Closed {
+            volume: inner.id.clone(),
+        });
+    }
+    check_primary_epoch(inner, st, epoch)?;
+    if st.fenced {
+        let reason = if st.superseded {
+            "a member holds a newer epoch: another primary exists"
+        } else {
+            "a change of primary is in progress"
+        };
+        return Err(EngineError::Fenced {
+            volume: inner.id.clone(),
+            reason: reason.into(),
+        });
+    }
+    Ok(())
+}

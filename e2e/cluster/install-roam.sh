@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs Roam into the cluster $KUBECONFIG points at (default: the local
+# cluster's), the way a user would: images onto the nodes (there is no
+# registry), `helm upgrade --install` of charts/roam, then the examples from
+# crds/examples/. Waits until the operator, the CSI controller and a node
+# plugin on every node are running, and the example volumes are Ready.
+# Running it again upgrades in place.
+#
+#   e2e/cluster/install-roam.sh [--no-examples]
+#
+# Environment:
+#   ROAM_PROFILE        cargo profile whose binaries go into the image (debug)
+#   ROAM_NAMESPACE      namespace of Roam's components (roam-system)
+#   ROAM_READY_TIMEOUT  seconds to wait for each step (180)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=e2e/cluster/lib-common.sh
+source "$here/lib-common.sh"
+ROAM_LOG_TAG=install
+
+profile="${ROAM_PROFILE:-debug}"
+ns="${ROAM_NAMESPACE:-roam-system}"
+timeout="${ROAM_READY_TIMEOUT:-180}"
+export KUBECONFIG="${KUBECONFIG:-$ROAM_CLUSTER_DIR/kubeconfig}"
+examples=1
+[[ "${1:-}" == "--no-examples" ]] && examples=0
+
+begin=$SECONDS
+declare -A ref
+tarballs=()
+while read -r image tarball; do
+    ref[${image%%:*}]="$image"
+    tarballs+=("$tarball")
+done < <("$repo_root/e2e/images/roam-image.sh" "$profile")
+"$here/node-images.sh" "${tarballs[@]}" >/dev/null
+log "images imported: ${ref[*]} ($((SECONDS - begin))s)"
+
+roam_image="${ref[roam.local/roam]}"
+helm upgrade --install roam "$repo_root/charts/roam" \
+    --namespace "$ns" --create-namespace \
+    --set image.repository="${roam_image%%:*}" \
+    --set image.tag="${roam_image#*:}" \
+    --set image.pullPolicy=IfNotPresent \
+    --set csi.images.roamCsi="$roam_image" \
+    --set csi.images.provisioner="${ref[roam.local/csi-provisioner]}" \
+    --set csi.images.attacher="${ref[roam.local/csi-attacher]}" \
+    --wait --timeout "${timeout}s" >/dev/null
+log "chart installed in namespace $ns ($((SECONDS - begin))s)"
+
+kubectl -n "$ns" rollout status deployment --timeout "${timeout}s" >/dev/null
+kubectl -n "$ns" rollout status daemonset --timeout "${timeout}s" >/dev/null
+log "operator, CSI controller and node plugins running ($((SECONDS - begin))s)"
+
+if ((examples)); then
+    kubectl apply -f "$repo_root/crds/examples/" >/dev/null
+    kubectl wait virtualvolumes --all --all-namespaces --for=jsonpath='{.status.phase}'=Ready \
+        --timeout "${timeout}s" >/dev/null
+    log "examples Ready ($((SECONDS - begin))s)"
+    kubectl get datacenters,virtualvolumes,copyvolumegroups -A
+fi

@@ -1,0 +1,229 @@
+//! End to end: Roam installed in a cluster with three data centers (zones
+//! dc-a, dc-b, dc-c), used the way a user uses it: a StorageClass, a PVC, and
+//! pods that mount it.
+//!
+//! The scenario is the product's promise: a pod in dc-a writes files to a
+//! Sync volume replicated in dc-a and dc-b; the pod is replaced by one in
+//! dc-b, which finds every byte, and the VirtualVolume's primary moved to dc-b
+//! with its epoch raised. Then an Async volume over three data centers gets the
+//! same treatment towards dc-c.
+//!
+//! Runs against whatever cluster `KUBECONFIG` points at (the local cluster of
+//! `make up`, or kind through `e2e/kind/run.sh`) once Roam is installed:
+//! `make e2e`, or `cargo test -p roam-e2e --test roam`. The busybox image the
+//! pods use is `roam.local/busybox:1.35` unless `ROAM_E2E_BUSYBOX` names
+//! another one present on the nodes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use roam_crds::VirtualVolume;
+use roam_e2e::{TestCluster, TestNamespace, wait_until};
+use serde_json::json;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const POD_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn busybox() -> String {
+    std::env::var("ROAM_E2E_BUSYBOX").unwrap_or_else(|_| "roam.local/busybox:1.35".into())
+}
+
+fn storage_class(name: &str, params: serde_json::Value) -> String {
+    json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": { "name": name },
+        "provisioner": roam_crds::DRIVER_NAME,
+        "parameters": params,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": true
+    })
+    .to_string()
+}
+
+fn pvc(name: &str, class: &str) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": { "name": name },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class,
+            "resources": { "requests": { "storage": "64Mi" } }
+        }
+    })
+    .to_string()
+}
+
+/// A pod in `zone` that mounts the claim at /data and runs `script` once.
+fn pod(name: &str, zone: &str, claim: &str, script: &str) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "nodeSelector": { ZONE_LABEL: zone },
+            "containers": [{
+                "name": "main",
+                "image": busybox(),
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{ "name": "data", "mountPath": "/data" }]
+            }],
+            "volumes": [{ "name": "data", "persistentVolumeClaim": { "claimName": claim } }]
+        }
+    })
+    .to_string()
+}
+
+/// Waits for the pod to succeed; returns its logs. A failed pod fails the
+/// test with its logs.
+async fn run_to_completion(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, ns);
+    let phase = wait_until(&format!("pod {name} to finish"), POD_TIMEOUT, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        let status = pod.status.unwrap_or_default();
+        match status.phase.as_deref() {
+            Some(p @ ("Succeeded" | "Failed")) => Ok(p.to_string()),
+            other => Err(format!(
+                "phase {other:?}, conditions {:?}",
+                status.conditions.unwrap_or_default()
+            )),
+        }
+    })
+    .await?;
+    let logs = cluster.kubectl(&["logs", "-n", ns, name]).await?;
+    if phase != "Succeeded" {
+        return Err(format!("pod {name} failed; logs:\n{logs}").into());
+    }
+    Ok(logs)
+}
+
+/// The VirtualVolume behind a bound claim: the PV's CSI volume handle is
+/// `<namespace>/<name>` of it.
+async fn virtual_volume_of(
+    cluster: &TestCluster,
+    ns: &str,
+    claim: &str,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let handle = cluster
+        .kubectl(&[
+            "get",
+            "pv",
+            "-o",
+            &format!(
+                "jsonpath={{.items[?(@.spec.claimRef.name==\"{claim}\")].spec.csi.volumeHandle}}"
+            ),
+        ])
+        .await?;
+    let (vv_ns, vv_name) = handle.trim().split_once('/').ok_or_else(|| {
+        format!("volume handle {handle:?} of claim {ns}/{claim} is not <ns>/<name>")
+    })?;
+    Ok((vv_ns.to_string(), vv_name.to_string()))
+}
+
+async fn primary_and_epoch(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+) -> Result<(String, u64), Box<dyn std::error::Error>> {
+    let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, ns);
+    let status = vvs.get(name).await?.status.unwrap_or_default();
+    Ok((status.primary_data_center.unwrap_or_default(), status.epoch))
+}
+
+/// Writes a file tree in `from`, then reads it back in `to` after the pod
+/// moved, and checks that the primary followed with the epoch raised.
+async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &str) -> TestResult {
+    let cluster = TestCluster::get().await?;
+    let ns = TestNamespace::create(&cluster, "e2e").await?;
+    let class = format!("roam-{}", ns.name());
+    cluster
+        .kubectl_with_input(&["apply", "-f", "-"], &storage_class(&class, class_params))
+        .await?;
+    cluster
+        .kubectl_with_input(&["apply", "-n", ns.name(), "-f", "-"], &pvc("data", &class))
+        .await?;
+
+    // 4 MiB of pseudo-random bytes plus a small tree; the checksums are
+    // computed where the data is written and compared where it is read.
+    let writer = "set -e; mkdir -p /data/tree/a/b; \
+        head -c 4194304 /dev/urandom > /data/tree/blob; \
+        echo 'written in the first data center' > /data/tree/a/b/note; \
+        sync; cd /data/tree && md5sum blob a/b/note";
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("writer", from, "data", writer),
+        )
+        .await?;
+    let written = run_to_completion(&cluster, ns.name(), "writer").await?;
+    let (vv_ns, vv_name) = virtual_volume_of(&cluster, ns.name(), "data").await?;
+    let (primary, epoch) = primary_and_epoch(&cluster, &vv_ns, &vv_name).await?;
+    assert_eq!(primary, from, "the primary is where the writing pod ran");
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
+        .await?;
+
+    let reader = "set -e; cd /data/tree && md5sum blob a/b/note";
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("reader", to, "data", reader),
+        )
+        .await?;
+    let read = run_to_completion(&cluster, ns.name(), "reader").await?;
+    assert_eq!(
+        read, written,
+        "every byte written in {from} is read in {to}"
+    );
+
+    let (moved_primary, moved_epoch) = primary_and_epoch(&cluster, &vv_ns, &vv_name).await?;
+    assert_eq!(moved_primary, to, "the primary followed the pod to {to}");
+    assert!(
+        moved_epoch > epoch,
+        "the epoch rises with the move ({epoch} -> {moved_epoch})"
+    );
+
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns.name(), "reader", "--wait=true"])
+        .await?;
+    cluster
+        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
+        .await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sync_volume_follows_its_pod_from_dc_a_to_dc_b_with_every_byte() -> TestResult {
+    data_follows_the_pod(
+        json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync", "failurePolicy": "Block" }),
+        "dc-a",
+        "dc-b",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_async_volume_over_three_data_centers_follows_its_pod_to_dc_c() -> TestResult {
+    data_follows_the_pod(
+        json!({ "dataCenters": "dc-a,dc-b,dc-c", "transferType": "Async", "failurePolicy": "Degrade" }),
+        "dc-b",
+        "dc-c",
+    )
+    .await
+}

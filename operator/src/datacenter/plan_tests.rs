@@ -1,0 +1,132 @@
+//! Table tests of the DataCenter status plan.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use roam_crds::{DataCenter, DataCenterSpec, ZONE_LABEL, conditions};
+
+use super::plan::{NodeView, Probe, status};
+
+fn node(name: &str, zone: &str, endpoint: Option<&str>) -> NodeView {
+    NodeView {
+        name: name.into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_string(), zone.to_string())]),
+        endpoint: endpoint.map(String::from),
+    }
+}
+
+fn probe(dc: &str, ready: bool, free: u64) -> Result<Probe, String> {
+    Ok(Probe {
+        data_center: dc.into(),
+        ready,
+        capacity_bytes: 1000,
+        free_bytes: free,
+        rtt_millis: 0.5,
+    })
+}
+
+#[test]
+fn status_table() {
+    let dc = DataCenter::new("dc-a", DataCenterSpec::default());
+    let nodes = vec![
+        node("n2", "dc-a", Some("http://n2:1")),
+        node("n1", "dc-a", Some("http://n1:1")),
+        node("n3", "dc-a", None),
+        node("m1", "dc-b", Some("http://m1:1")),
+    ];
+    type Row = (
+        Vec<(&'static str, Result<Probe, String>)>,
+        u32,
+        u64,
+        bool,
+        &'static str,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            vec![
+                ("http://n1:1", probe("dc-a", true, 10)),
+                ("http://n2:1", probe("dc-a", true, 20)),
+            ],
+            2,
+            30,
+            true,
+            "StorageReady",
+        ),
+        (
+            vec![
+                ("http://n1:1", probe("dc-a", true, 10)),
+                ("http://n2:1", Err("refused".into())),
+            ],
+            1,
+            10,
+            true,
+            "StorageReady",
+        ),
+        (
+            vec![
+                ("http://n1:1", probe("dc-a", false, 10)),
+                ("http://n2:1", Err("refused".into())),
+            ],
+            0,
+            0,
+            false,
+            "StorageNotReady",
+        ),
+        (
+            vec![("http://n1:1", probe("dc-b", true, 10))],
+            0,
+            0,
+            false,
+            "StorageNotReady",
+        ),
+        (vec![], 0, 0, false, "StorageNotReady"),
+    ];
+    for (probes, ready, free, ok, reason) in rows {
+        let probes: BTreeMap<String, Result<Probe, String>> = probes
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let s = status(&dc, &nodes, &probes, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.nodes, ["n1", "n2", "n3"]);
+        assert_eq!(s.storage_systems.len(), 2);
+        assert_eq!((s.ready_storage_systems, s.free_bytes), (ready, free));
+        let c = conditions::get(&s.conditions, "Ready").unwrap();
+        assert_eq!((c.status == "True", c.reason.as_str()), (ok, reason));
+    }
+}
+
+#[test]
+fn wrong_data_center_is_named() {
+    let dc = DataCenter::new("dc-a", DataCenterSpec::default());
+    let nodes = vec![node("n1", "dc-a", Some("http://n1:1"))];
+    let probes = BTreeMap::from([("http://n1:1".to_string(), probe("dc-z", true, 5))]);
+    let s = status(&dc, &nodes, &probes, Timestamp::UNIX_EPOCH);
+    assert!(s.storage_systems[0].message.contains("\"dc-z\""));
+    assert!(!s.storage_systems[0].ready);
+}
+
+#[test]
+fn no_nodes_and_no_storage_reasons() {
+    let dc = DataCenter::new("dc-q", DataCenterSpec::default());
+    let s = status(
+        &dc,
+        &[node("n1", "dc-a", None)],
+        &BTreeMap::new(),
+        Timestamp::UNIX_EPOCH,
+    );
+    assert_eq!(
+        conditions::get(&s.conditions, "Ready").unwrap().reason,
+        "NoNodes"
+    );
+    let dc = DataCenter::new("dc-a", DataCenterSpec::default());
+    let s = status(
+        &dc,
+        &[node("n1", "dc-a", None)],
+        &BTreeMap::new(),
+        Timestamp::UNIX_EPOCH,
+    );
+    assert_eq!(
+        conditions::get(&s.conditions, "Ready").unwrap().reason,
+        "NoStorage"
+    );
+}
