@@ -28,7 +28,9 @@ async fn two_replicas_never_act_at_once() {
             .await
             .map_err(|e| e.to_string())?;
         let holder = l.and_then(|l| l.spec?.holder_identity).ok_or("no holder")?;
-        if ops[if holder == "one" { 0 } else { 1 }].get("/readyz").await
+        if ops[if holder == "one" { 0 } else { 1 }]
+            .get("/readyz")
+            .await
             == Some((200, "leading".to_string()))
         {
             Ok(if holder == "one" { 0 } else { 1 })
