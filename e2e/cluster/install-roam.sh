@@ -54,7 +54,10 @@ log "operator, CSI controller and node plugins running ($((SECONDS - begin))s)"
 
 if ((examples)); then
     kubectl apply -f "$repo_root/crds/examples/" >/dev/null
-    kubectl wait virtualvolumes --all --all-namespaces --for=jsonpath='{.status.phase}'=Ready \
+    # Only the examples' own volumes: others in the cluster are not ours to judge.
+    volumes=()
+    for f in "$repo_root"/crds/examples/virtualvolume-*.yaml; do volumes+=(-f "$f"); done
+    kubectl wait "${volumes[@]}" --for=jsonpath='{.status.phase}'=Ready \
         --timeout "${timeout}s" >/dev/null
     log "examples Ready ($((SECONDS - begin))s)"
     kubectl get datacenters,virtualvolumes,copyvolumegroups -A

@@ -45,6 +45,17 @@ cleanup() {
 	losetup -a 2>/dev/null | grep -F "$work" | cut -d: -f1 | while read -r d; do
 		losetup -d "$d" 2>/dev/null
 	done
+	# The objects this run made in the shared control plane go too. Their real
+	# volumes lived in the work directory, so the finalizers have nothing left
+	# to clean up once the operator is gone.
+	if [[ -n ${namespace:-} ]]; then
+		kubectl -n "$namespace" get virtualvolumes -o name 2>/dev/null | while read -r vv; do
+			kubectl -n "$namespace" patch "$vv" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+		done
+		kubectl delete namespace "$namespace" --wait=false >/dev/null 2>&1
+		kubectl delete node "$node" --wait=false >/dev/null 2>&1
+		kubectl delete datacenter "$dc" --wait=false >/dev/null 2>&1
+	fi
 	# The control plane is shared with the other test suites (as roam-e2e
 	# does): it is left running; stop it with e2e/cluster/control-plane.sh stop.
 	if [[ ${ROAM_SANITY_KEEP:-0} == 1 || $rc != 0 ]]; then
