@@ -10,37 +10,6 @@ fn crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Install (or update) the CRDs generated from the Rust types.
-async fn install_crds(cluster: &TestCluster) {
-    for (_, yaml) in roam_crds::generate::crd_files().expect("generate CRDs") {
-        cluster
-            .kubectl_with_input(
-                &[
-                    "apply",
-                    "--server-side",
-                    "--force-conflicts",
-                    "--field-manager=roam-tests",
-                    "-f",
-                    "-",
-                ],
-                &yaml,
-            )
-            .await
-            .expect("apply CRD");
-    }
-    cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/datacenters.roam.dev",
-            "crd/virtualvolumes.roam.dev",
-            "crd/copyvolumegroups.roam.dev",
-        ])
-        .await
-        .expect("CRDs established");
-}
-
 fn vv(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: roam.dev/v1alpha1\nkind: VirtualVolume\nmetadata:\n  name: {name}\nspec:\n{spec}"
@@ -65,7 +34,7 @@ const CVG_OK: &str = "  desiredPrimary: a\n  epoch: 3\n  transferType: Sync\n  f
 async fn invalid_resources_are_rejected_with_a_precise_message() {
     crypto();
     let cluster = TestCluster::get().await.expect("control plane");
-    install_crds(&cluster).await;
+    cluster.install_roam_crds().await.expect("install CRDs");
     let ns = TestNamespace::create(&cluster, "roam-api")
         .await
         .expect("namespace");
@@ -339,7 +308,7 @@ async fn invalid_resources_are_rejected_with_a_precise_message() {
 async fn examples_are_accepted() {
     crypto();
     let cluster = TestCluster::get().await.expect("control plane");
-    install_crds(&cluster).await;
+    cluster.install_roam_crds().await.expect("install CRDs");
     let ns = TestNamespace::create(&cluster, "roam-examples")
         .await
         .expect("namespace");

@@ -23,7 +23,7 @@ use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
-use crate::paths::{cluster_dir, control_plane_script};
+use crate::paths::{cluster_dir, control_plane_script, repo_root};
 use crate::{Error, kubectl};
 
 /// The kubeconfig of the API server found or started by this process.
@@ -84,6 +84,33 @@ impl TestCluster {
     /// (for `apply -f -`).
     pub async fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<String, Error> {
         kubectl::run(&self.kubeconfig, args, Some(input)).await
+    }
+
+    /// Installs (or updates) Roam's CRDs from the committed `crds/*.yaml`
+    /// (kept equal to the Rust types by the drift test) and waits until the
+    /// API server serves them.
+    pub async fn install_roam_crds(&self) -> Result<(), Error> {
+        let dir = repo_root().join("crds");
+        let dir = dir.to_string_lossy();
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=roam-tests",
+            "-f",
+            &dir,
+        ])
+        .await?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/datacenters.roam.dev",
+            "crd/virtualvolumes.roam.dev",
+            "crd/copyvolumegroups.roam.dev",
+        ])
+        .await?;
+        Ok(())
     }
 }
 

@@ -225,33 +225,7 @@ impl Env {
     pub async fn new(prefix: &str) -> Self {
         crypto();
         let cluster = TestCluster::get().await.expect("control plane");
-        for (_, yaml) in roam_crds::generate::crd_files().expect("CRDs") {
-            cluster
-                .kubectl_with_input(
-                    &[
-                        "apply",
-                        "--server-side",
-                        "--force-conflicts",
-                        "--field-manager=roam-tests",
-                        "-f",
-                        "-",
-                    ],
-                    &yaml,
-                )
-                .await
-                .expect("apply CRD");
-        }
-        cluster
-            .kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/datacenters.roam.dev",
-                "crd/virtualvolumes.roam.dev",
-                "crd/copyvolumegroups.roam.dev",
-            ])
-            .await
-            .expect("CRDs established");
+        cluster.install_roam_crds().await.expect("install CRDs");
         let namespace = TestNamespace::create(&cluster, prefix)
             .await
             .expect("namespace");
