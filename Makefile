@@ -63,12 +63,13 @@ test-control-plane:
 	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs -- --test-threads=1
 
 # Tier 5: real kubelets and containerd; Roam installed with its chart as
-# pods, and the examples applied until Ready. (Pods mounting Roam PVCs:
-# `make e2e`, see docs/cluster.md for what still stops it.)
+# pods, the examples applied until Ready, then the end-to-end suite: pods
+# mounting Roam PVCs, moved between data centers.
 test-cluster: build
 	bash e2e/cluster/up.sh
 	cargo test -p roam-e2e --test nodes
 	bash e2e/cluster/install-roam.sh
+	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig $(MAKE) e2e
 	bash e2e/cluster/down.sh
 
 test: tools test-unit test-dataplane test-control-plane sanity test-cluster

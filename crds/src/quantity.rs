@@ -64,9 +64,44 @@ pub fn parse_bytes_str(s: &str) -> Result<u64, QuantityError> {
     u64::try_from(total / scale).map_err(|_| QuantityError::TooLarge(s.to_string()))
 }
 
+/// The shortest binary-suffixed quantity for `bytes` (`256Mi`, `3Gi`, or
+/// plain bytes when no suffix divides it), as people write sizes.
+pub fn from_bytes(bytes: u64) -> Quantity {
+    const SUFFIXES: [(&str, u32); 6] = [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ];
+    let text = SUFFIXES
+        .iter()
+        .find(|(_, shift)| bytes != 0 && bytes.trailing_zeros() >= *shift)
+        .map(|(suffix, shift)| format!("{}{suffix}", bytes >> shift))
+        .unwrap_or_else(|| bytes.to_string());
+    Quantity(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_bytes_is_short_and_parses_back() {
+        for (bytes, text) in [
+            (0u64, "0"),
+            (4096, "4Ki"),
+            (256 << 20, "256Mi"),
+            (3 << 30, "3Gi"),
+            ((1 << 30) + 4096, "1048580Ki"),
+            (1000, "1000"),
+        ] {
+            let q = from_bytes(bytes);
+            assert_eq!(q.0, text);
+            assert_eq!(parse_bytes(&q), Ok(bytes));
+        }
+    }
 
     #[test]
     fn table() {

@@ -2,8 +2,10 @@
 # Stops the local cluster and leaves nothing behind: kubelets, containers and
 # their shims, containerd, the nodes' namespaces and mounts, loop devices on
 # the nodes' files, cgroups, veths, the bridge, the iptables rules up.sh
-# added, the nodes' directories; then stops the control plane (its etcd data
-# stays, so the next `make up` is quick; `control-plane.sh clean` drops it).
+# added, the nodes' directories; then stops the control plane and drops its
+# etcd data: the replicas the API objects describe went with the nodes'
+# directories, so a later `make up` must not find volumes whose data is gone.
+# The certificates and kubeconfig stay (`control-plane.sh clean` drops them).
 # Safe to run when nothing is up.
 #
 #   e2e/cluster/down.sh          (make down)
@@ -52,6 +54,7 @@ main() {
     if [[ -x "$here/control-plane.sh" ]]; then
         "$here/control-plane.sh" stop >/dev/null
     fi
+    rm -rf "$ROAM_CLUSTER_DIR/etcd"
     log "cluster stopped in $((SECONDS - begin))s"
 }
 

@@ -59,6 +59,10 @@ if ((examples)); then
     for f in "$repo_root"/crds/examples/virtualvolume-*.yaml; do volumes+=(-f "$f"); done
     kubectl wait "${volumes[@]}" --for=jsonpath='{.status.phase}'=Ready \
         --timeout "${timeout}s" >/dev/null
-    log "examples Ready ($((SECONDS - begin))s)"
-    kubectl get datacenters,virtualvolumes,copyvolumegroups -A
+    log "example volumes Ready ($((SECONDS - begin))s)"
+    # The example pod mounts a PVC on the example class: provisioning, the
+    # log-in and the node plugin's mount, all on the way to Ready.
+    kubectl wait pod/guestbook --for=condition=Ready --timeout "${timeout}s" >/dev/null
+    log "example pod running on a Roam volume ($((SECONDS - begin))s)"
+    kubectl get datacenters,virtualvolumes,copyvolumegroups,pvc,pods
 fi

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use roam_crds::{FailoverPolicy, FailurePolicy, FsType, TransferType, VirtualVolumeSpec};
 use roam_proto::csi::CapacityRange;
 use tonic::Status;
@@ -52,7 +51,7 @@ pub fn volume_spec(
     default_replicas: u32,
 ) -> Result<VirtualVolumeSpec, Status> {
     let mut spec = VirtualVolumeSpec {
-        size: Quantity(size_bytes.to_string()),
+        size: roam_crds::quantity::from_bytes(size_bytes),
         data_centers: None,
         replicas: None,
         transfer_type: TransferType::Sync,
@@ -281,7 +280,7 @@ mod tests {
         assert_eq!(spec.max_lag_bytes, Some(1 << 20));
         assert_eq!(spec.failure_policy, FailurePolicy::Degrade);
         assert_eq!(spec.fs_type, Some(FsType::Xfs));
-        assert_eq!(spec.size.0, "4096");
+        assert_eq!(spec.size.0, "4Ki");
         assert_eq!(
             volume_spec(&params(&[]), 4096, 2).unwrap().replicas,
             Some(2)
