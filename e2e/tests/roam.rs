@@ -45,13 +45,28 @@ fn storage_class(name: &str, params: serde_json::Value) -> String {
     .to_string()
 }
 
-fn pvc(name: &str, class: &str) -> String {
+/// How a pod gets the volume: a mounted filesystem, or the raw device.
+#[derive(Clone, Copy)]
+enum Mode {
+    Filesystem,
+    Block,
+}
+
+/// Where the volume appears in the pods.
+const BLOCK_DEVICE: &str = "/dev/roam-data";
+
+fn pvc(name: &str, class: &str, mode: Mode) -> String {
+    let volume_mode = match mode {
+        Mode::Filesystem => "Filesystem",
+        Mode::Block => "Block",
+    };
     json!({
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": { "name": name },
         "spec": {
             "accessModes": ["ReadWriteOnce"],
+            "volumeMode": volume_mode,
             "storageClassName": class,
             "resources": { "requests": { "storage": "64Mi" } }
         }
@@ -59,8 +74,23 @@ fn pvc(name: &str, class: &str) -> String {
     .to_string()
 }
 
-/// A pod in `zone` that mounts the claim at /data and runs `script` once.
-fn pod(name: &str, zone: &str, claim: &str, script: &str) -> String {
+/// A pod in `zone` that mounts the claim at /data (or gets it as
+/// [`BLOCK_DEVICE`]) and runs `script` once.
+fn pod(name: &str, zone: &str, claim: &str, mode: Mode, script: &str) -> String {
+    let mut container = json!({
+        "name": "main",
+        "image": busybox(),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script],
+    });
+    match mode {
+        Mode::Filesystem => {
+            container["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }])
+        }
+        Mode::Block => {
+            container["volumeDevices"] = json!([{ "name": "data", "devicePath": BLOCK_DEVICE }])
+        }
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -69,13 +99,7 @@ fn pod(name: &str, zone: &str, claim: &str, script: &str) -> String {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
             "nodeSelector": { ZONE_LABEL: zone },
-            "containers": [{
-                "name": "main",
-                "image": busybox(),
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{ "name": "data", "mountPath": "/data" }]
-            }],
+            "containers": [container],
             "volumes": [{ "name": "data", "persistentVolumeClaim": { "claimName": claim } }]
         }
     })
@@ -142,9 +166,43 @@ async fn primary_and_epoch(
     Ok((status.primary_data_center.unwrap_or_default(), status.epoch))
 }
 
-/// Writes a file tree in `from`, then reads it back in `to` after the pod
-/// moved, and checks that the primary followed with the epoch raised.
-async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &str) -> TestResult {
+/// The writer's and the reader's scripts: each prints checksums of what it
+/// wrote or found, computed inside the pod.
+fn scripts(mode: Mode) -> (String, String) {
+    match mode {
+        // 4 MiB of pseudo-random bytes plus a small tree.
+        Mode::Filesystem => (
+            "set -e; mkdir -p /data/tree/a/b; \
+             head -c 4194304 /dev/urandom > /data/tree/blob; \
+             echo 'written in the first data center' > /data/tree/a/b/note; \
+             sync; cd /data/tree && md5sum blob a/b/note"
+                .to_string(),
+            "set -e; cd /data/tree && md5sum blob a/b/note".to_string(),
+        ),
+        // 4 MiB of pseudo-random bytes at a 16 MiB offset of the raw device,
+        // written with O_DIRECT and fsync'd.
+        Mode::Block => (
+            format!(
+                "set -e; head -c 4194304 /dev/urandom > /tmp/blob; \
+                 dd if=/tmp/blob of={BLOCK_DEVICE} bs=1M seek=16 oflag=direct conv=fsync 2>/dev/null; \
+                 md5sum < /tmp/blob"
+            ),
+            format!(
+                "set -e; dd if={BLOCK_DEVICE} bs=1M skip=16 count=4 iflag=direct 2>/dev/null | md5sum"
+            ),
+        ),
+    }
+}
+
+/// Writes data in `from`, then reads it back in `to` after the pod moved,
+/// and checks that the primary followed with the epoch raised. Deleting the
+/// claim at the end deletes the VirtualVolume.
+async fn data_follows_the_pod(
+    class_params: serde_json::Value,
+    mode: Mode,
+    from: &str,
+    to: &str,
+) -> TestResult {
     let cluster = TestCluster::get().await?;
     let ns = TestNamespace::create(&cluster, "e2e").await?;
     let class = format!("roam-{}", ns.name());
@@ -152,19 +210,17 @@ async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &
         .kubectl_with_input(&["apply", "-f", "-"], &storage_class(&class, class_params))
         .await?;
     cluster
-        .kubectl_with_input(&["apply", "-n", ns.name(), "-f", "-"], &pvc("data", &class))
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pvc("data", &class, mode),
+        )
         .await?;
 
-    // 4 MiB of pseudo-random bytes plus a small tree; the checksums are
-    // computed where the data is written and compared where it is read.
-    let writer = "set -e; mkdir -p /data/tree/a/b; \
-        head -c 4194304 /dev/urandom > /data/tree/blob; \
-        echo 'written in the first data center' > /data/tree/a/b/note; \
-        sync; cd /data/tree && md5sum blob a/b/note";
+    let (writer, reader) = scripts(mode);
     cluster
         .kubectl_with_input(
             &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("writer", from, "data", writer),
+            &pod("writer", from, "data", mode, &writer),
         )
         .await?;
     let written = run_to_completion(&cluster, ns.name(), "writer").await?;
@@ -175,11 +231,10 @@ async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &
         .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
         .await?;
 
-    let reader = "set -e; cd /data/tree && md5sum blob a/b/note";
     cluster
         .kubectl_with_input(
             &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("reader", to, "data", reader),
+            &pod("reader", to, "data", mode, &reader),
         )
         .await?;
     let read = run_to_completion(&cluster, ns.name(), "reader").await?;
@@ -201,6 +256,22 @@ async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &
     cluster
         .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
         .await?;
+    let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, &vv_ns);
+    wait_until(
+        &format!("VirtualVolume {vv_ns}/{vv_name} to be deleted with its claim"),
+        POD_TIMEOUT,
+        || async {
+            match vvs.get_opt(&vv_name).await {
+                Ok(None) => Ok(()),
+                Ok(Some(vv)) => Err(format!(
+                    "still there, phase {:?}",
+                    vv.status.map(|s| s.phase)
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
     ns.delete().await?;
     cluster
         .kubectl(&["delete", "storageclass", &class, "--wait=true"])
@@ -212,8 +283,20 @@ async fn data_follows_the_pod(class_params: serde_json::Value, from: &str, to: &
 async fn a_sync_volume_follows_its_pod_from_dc_a_to_dc_b_with_every_byte() -> TestResult {
     data_follows_the_pod(
         json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync", "failurePolicy": "Block" }),
+        Mode::Filesystem,
         "dc-a",
         "dc-b",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_raw_block_volume_follows_its_pod_from_dc_b_to_dc_a_with_every_byte() -> TestResult {
+    data_follows_the_pod(
+        json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync", "failurePolicy": "Block" }),
+        Mode::Block,
+        "dc-b",
+        "dc-a",
     )
     .await
 }
@@ -222,6 +305,7 @@ async fn a_sync_volume_follows_its_pod_from_dc_a_to_dc_b_with_every_byte() -> Te
 async fn an_async_volume_over_three_data_centers_follows_its_pod_to_dc_c() -> TestResult {
     data_follows_the_pod(
         json!({ "dataCenters": "dc-a,dc-b,dc-c", "transferType": "Async", "failurePolicy": "Degrade" }),
+        Mode::Filesystem,
         "dc-b",
         "dc-c",
     )
