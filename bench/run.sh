@@ -11,11 +11,21 @@
 #   roam-local        ext4 on Roam's stack over an in-process replica (the
 #                     engine's journal and real volume; primary on this node)
 #   roam-sync-2dc, roam-async-2dc, roam-sync-3dc
-#                     ext4 on Roam's stack against `roam-csi storage`
-#                     processes, one per data center in its own network
-#                     namespace, with a delay proxy in front of each peer
+#                     ext4 on Roam's stack over the primary's replica in
+#                     process (`roam-csi storage --stage-volume` on this
+#                     host, as the node plugin does when the primary is on
+#                     its node); each secondary is a `roam-csi storage`
+#                     process in its own network namespace with a delay
+#                     proxy in front of it
 #   gluster-replica2  GlusterFS replica 2, both bricks on this host
 # Replicated cases run at 0 ms and again at BENCH_DELAY_RTT_MS added RTT.
+# Then: relocation of a Sync volume under write load, and a resync after a
+# partition (throughput, bytes moved against bytes written meanwhile).
+#
+# Selection (for profiling): BENCH_ONLY="step ..." runs only those steps;
+# BENCH_JOBS (default "wf rr sw") picks fio jobs; BENCH_REPLICATED (default
+# "roam-sync-2dc roam-async-2dc roam-sync-3dc") and BENCH_RTTS (default
+# "0 BENCH_DELAY_RTT_MS") pick the replicated cases.
 #
 # Needs root, fio, losetup, mkfs.ext4, nftables-free networking (ip netns),
 # glusterfs-server (optional). BENCH_SKIP_BUILD=1 uses the release binaries
@@ -27,6 +37,9 @@ RUNTIME=${BENCH_RUNTIME:-15}
 FILE_MB=${BENCH_FILE_MB:-256}
 VOLUME_BYTES=${BENCH_VOLUME_BYTES:-$((512 << 20))}
 DELAY_RTT_MS=${BENCH_DELAY_RTT_MS:-2}
+JOBS=${BENCH_JOBS:-wf rr sw}
+REPLICATED=${BENCH_REPLICATED:-roam-sync-2dc roam-async-2dc roam-sync-3dc}
+RTTS=${BENCH_RTTS:-0 $DELAY_RTT_MS}
 RAW=bench/results/raw
 WORK=$(mktemp -d /tmp/rbench.XXXXXX)
 BIN=target/release
@@ -59,17 +72,23 @@ fio_case() {
   local case=$1 rtt=$2 mnt=$3 base="$RAW/$1@$2"
   local common=(--directory="$mnt" --size="${FILE_MB}M" --runtime="$RUNTIME" --time_based
                 --ramp_time=2 --output-format=json --group_reporting)
-  log "$case @ ${rtt} ms: 4k write+dsync"
-  fio --name=wf --rw=randwrite --bs=4k --ioengine=psync --direct=1 --sync=dsync \
-      --iodepth=1 "${common[@]}" >"$base.wf.json"
-  rm -f "$mnt"/wf.*
-  log "$case @ ${rtt} ms: 4k random read"
-  fio --name=rr --rw=randread --bs=4k --ioengine=libaio --direct=1 --iodepth=16 \
-      "${common[@]}" >"$base.rr.json"
-  rm -f "$mnt"/rr.*
-  log "$case @ ${rtt} ms: 1M sequential write"
-  fio --name=sw --rw=write --bs=1m --ioengine=libaio --direct=1 --iodepth=4 --end_fsync=1 \
-      "${common[@]}" >"$base.sw.json"
+  if [[ " $JOBS " == *" wf "* ]]; then
+    log "$case @ ${rtt} ms: 4k write+dsync"
+    fio --name=wf --rw=randwrite --bs=4k --ioengine=psync --direct=1 --sync=dsync \
+        --iodepth=1 "${common[@]}" >"$base.wf.json"
+    rm -f "$mnt"/wf.*
+  fi
+  if [[ " $JOBS " == *" rr "* ]]; then
+    log "$case @ ${rtt} ms: 4k random read"
+    fio --name=rr --rw=randread --bs=4k --ioengine=libaio --direct=1 --iodepth=16 \
+        "${common[@]}" >"$base.rr.json"
+    rm -f "$mnt"/rr.*
+  fi
+  if [[ " $JOBS " == *" sw "* ]]; then
+    log "$case @ ${rtt} ms: 1M sequential write"
+    fio --name=sw --rw=write --bs=1m --ioengine=libaio --direct=1 --iodepth=4 --end_fsync=1 \
+        "${common[@]}" >"$base.sw.json"
+  fi
   rm -f "$mnt"/wf.* "$mnt"/rr.* "$mnt"/sw.*
 }
 
@@ -125,37 +144,70 @@ case_roam_local() {
 }
 
 # A private network for the storage systems: bridge $RB_BRIDGE at
-# $RB_NET.1, namespace rbench-<i> at $RB_NET.(10+i), each storage system
-# on :7100 with a delay proxy on :7101 that its peers use.
+# $RB_NET.1. Node 0 (the primary, dc-0) is a storage system on this host at
+# $RB_NET.1:7190 that stages volume "bench" in process at $RB_STAGE_MOUNT;
+# node i >= 1 runs in namespace rbench-<i> at $RB_NET.(10+i) on :7100. Each
+# has a delay proxy (port + 1) that its peers use, with byte counters in
+# $WORK/proxy-<i>.stats.
 RB_BRIDGE=roambr$$
 RB_BRIDGE=${RB_BRIDGE:0:15}
 RB_NET=10.231.77
 RB_NODES=0
 RB_PIDS=()
+RB_PROXY_PIDS=()
+RB_PRIMARY_PID=
+RB_STAGE_MOUNT=
+RB_DELAY_US=0
+
+node_ip() { if [ "$1" = 0 ]; then echo "$RB_NET.1"; else echo "$RB_NET.$((10 + $1))"; fi; }
+node_port() { if [ "$1" = 0 ]; then echo 7190; else echo 7100; fi; }
+node_api() { echo "http://$(node_ip "$1"):$(node_port "$1")"; }
+node_peer() { echo "http://$(node_ip "$1"):$(( $(node_port "$1") + 1 ))"; }
+# Command prefix that runs a program in node I's namespace. Used as
+# "${NODE_NS[@]}" prog ... &, never through a function, so that $! is the
+# program's own pid (ip netns exec execs it) and kill reaches it.
+node_ns() { NODE_NS=(); [ "$1" = 0 ] || NODE_NS=(ip netns exec "rbench-$1"); }
+
+# start_proxy I: (re)starts node I's delay proxy; its pid in RB_PROXY_PIDS[I].
+start_proxy() {
+  local i=$1 ip port
+  ip=$(node_ip "$i") port=$(node_port "$i")
+  node_ns "$i"
+  "${NODE_NS[@]}" "$BIN/roam-delay-proxy" --listen "$ip:$((port + 1))" \
+    --upstream "$ip:$port" --delay-us "$RB_DELAY_US" \
+    --stats-file "$WORK/proxy-$i.stats" 2>/dev/null &
+  RB_PROXY_PIDS[i]=$!
+  PIDS+=($!)
+}
 
 roam_cluster_up() {
-  local n=$1 delay_us=$2 i ns ip
+  local n=$1 i ns ip
+  RB_DELAY_US=$2
   ip link add "$RB_BRIDGE" type bridge
   ip addr add "$RB_NET.1/24" dev "$RB_BRIDGE"
   ip link set "$RB_BRIDGE" up
-  for i in $(seq 0 $((n - 1))); do
-    ns=rbench-$i ip=$RB_NET.$((10 + i))
+  RB_NODES=$n
+  for i in $(seq 1 $((n - 1))); do
+    ns=rbench-$i ip=$(node_ip "$i")
     ip netns add "$ns"
-    RB_NODES=$((i + 1))
     ip link add "rbv$$h$i" type veth peer name "rbv$$n$i"
     ip link set "rbv$$h$i" master "$RB_BRIDGE" up
     ip link set "rbv$$n$i" netns "$ns"
     ip netns exec "$ns" ip link set lo up
     ip netns exec "$ns" ip addr add "$ip/24" dev "rbv$$n$i"
     ip netns exec "$ns" ip link set "rbv$$n$i" up
+  done
+  for i in $(seq 0 $((n - 1))); do
     mkdir -p "$WORK/rdata-$i"
-    ip netns exec "$ns" "$BIN/roam-delay-proxy" --listen "$ip:7101" \
-      --upstream 127.0.0.1:7100 --delay-us "$delay_us" 2>/dev/null &
-    RB_PIDS+=($!)
-    ip netns exec "$ns" "$BIN/roam-csi" storage --data-dir "$WORK/rdata-$i" \
-      --listen 0.0.0.0:7100 --advertise "http://$ip:7101" --data-center "dc-$i" \
-      --node "node-$i" --insecure >"$WORK/storage-$i.log" 2>&1 &
-    RB_PIDS+=($!)
+    start_proxy "$i"
+    local stage=()
+    [ "$i" = 0 ] && stage=(--stage-volume bench --stage-mount "$RB_STAGE_MOUNT")
+    node_ns "$i"
+    "${NODE_NS[@]}" "$BIN/roam-csi" storage --data-dir "$WORK/rdata-$i" \
+      --listen "$(node_ip "$i"):$(node_port "$i")" --advertise "$(node_peer "$i")" \
+      --data-center "dc-$i" --node "node-$i" --ack-timeout-ms "${RB_ACK_TIMEOUT_MS:-10000}" \
+      --insecure "${stage[@]}" >"$WORK/storage-$i.log" 2>&1 &
+    if [ "$i" = 0 ]; then RB_PRIMARY_PID=$!; PIDS+=($!); else RB_PIDS+=($!); fi
   done
   for i in $(seq 0 $((n - 1))); do
     for _ in $(seq 1 100); do
@@ -165,40 +217,75 @@ roam_cluster_up() {
   done
 }
 
+# Waits for the in-process stage of the primary ("ready" in its output).
+wait_staged() {
+  for _ in $(seq 1 600); do
+    grep -q '^ready' "$WORK/storage-0.log" && return 0
+    kill -0 "$RB_PRIMARY_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$WORK/storage-0.log" >&2; return 1
+}
+
 roam_cluster_down() {
   local pid i
-  for pid in "${RB_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for pid in "${RB_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # The primary first, with SIGTERM: it unmounts what it staged. If it has
+  # not finished within 20 s (a stack whose replica stopped being primary
+  # can block its own unmount), detach the stack lazily and kill it.
+  if [ -n "$RB_PRIMARY_PID" ]; then
+    kill -TERM "$RB_PRIMARY_PID" 2>/dev/null || true
+    for _ in $(seq 1 200); do kill -0 "$RB_PRIMARY_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$RB_PRIMARY_PID" 2>/dev/null; then
+      log "the primary did not stop within 20 s; detaching its stack lazily"
+      tail -n 5 "$WORK/storage-0.log" >&2 || true
+      umount -l "$RB_STAGE_MOUNT" 2>/dev/null || true
+      for dev in $(losetup -j "$RB_STAGE_MOUNT.fuse/volume" -O NAME -n 2>/dev/null); do losetup -d "$dev" 2>/dev/null || true; done
+      umount -l "$RB_STAGE_MOUNT.fuse" 2>/dev/null || true
+      kill -9 "$RB_PRIMARY_PID" 2>/dev/null || true
+    fi
+    wait "$RB_PRIMARY_PID" 2>/dev/null || true
+    RB_PRIMARY_PID=
+  fi
+  for pid in "${RB_PIDS[@]}" "${RB_PROXY_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${RB_PIDS[@]}" "${RB_PROXY_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   RB_PIDS=()
+  RB_PROXY_PIDS=()
   for i in $(seq 0 $((RB_NODES - 1))); do
-    ip netns del "rbench-$i" 2>/dev/null || true
-    # Usually gone with the namespace (its veth peer was inside).
-    ip link del "rbv$$h$i" 2>/dev/null || true
-    rm -rf "$WORK/rdata-$i"
+    if [ "$i" != 0 ]; then
+      ip netns del "rbench-$i" 2>/dev/null || true
+      # Usually gone with the namespace (its veth peer was inside).
+      ip link del "rbv$$h$i" 2>/dev/null || true
+    fi
+    rm -rf "$WORK/rdata-$i" "$WORK/proxy-$i.stats"
   done
   RB_NODES=0
   ip link del "$RB_BRIDGE" 2>/dev/null || true
 }
 
-admin() { local i=$1; shift; "$BIN/roam-csi" admin --endpoint "http://$RB_NET.$((10 + i)):7100" --insecure "$@"; }
+admin() { local i=$1; shift; "$BIN/roam-csi" admin --endpoint "$(node_api "$i")" --insecure "$@"; }
 
-# roam_volume N TRANSFER: volume "bench" on nodes 0..N-1, primary dc-0, and
-# waits until every member is in sync (the first full copy is done).
+# all_in_sync: exit status 0 when every member of "bench" is InSync.
+all_in_sync() {
+  admin 0 status --volume bench --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["members"] and all(m["state"] == "InSync" for m in s["members"]) else 1)'
+}
+
+# roam_volume N TRANSFER [POLICY]: volume "bench" on nodes 0..N-1, primary
+# dc-0, and waits until every member is in sync (the first full copy is done).
 roam_volume() {
-  local n=$1 transfer=$2 i members=()
-  for i in $(seq 0 $((n - 1))); do members+=(--member "dc-$i=http://$RB_NET.$((10 + i)):7101"); done
+  local n=$1 transfer=$2 policy=${3:-block} i members=()
+  for i in $(seq 0 $((n - 1))); do members+=(--member "dc-$i=$(node_peer "$i")"); done
   for i in $(seq 0 $((n - 1))); do
     admin "$i" create --volume bench --size "$VOLUME_BYTES" >/dev/null || return 1
   done
   for i in $(seq 0 $((n - 1))); do
     admin "$i" configure --volume bench "${members[@]}" --primary dc-0 --epoch 1 \
-      --transfer "$transfer" --policy block >/dev/null || return 1
+      --transfer "$transfer" --policy "$policy" >/dev/null || return 1
   done
   for _ in $(seq 1 1200); do
-    admin 0 status --volume bench --json | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-sys.exit(0 if s["members"] and all(m["state"] == "InSync" for m in s["members"]) else 1)' && return 0
+    all_in_sync && return 0
     sleep 0.25
   done
   log "members of bench never got in sync"; return 1
@@ -206,26 +293,26 @@ sys.exit(0 if s["members"] and all(m["state"] == "InSync" for m in s["members"])
 
 # roam_case CASE NODES TRANSFER RTT_MS
 roam_case() {
-  local case=$1 n=$2 transfer=$3 rtt=$4 mnt="$WORK/$1-$4-mnt" pid
+  local case=$1 n=$2 transfer=$3 rtt=$4
+  RB_STAGE_MOUNT="$WORK/$1-$4-mnt"
   roam_cluster_up "$n" $((rtt * 500))
-  if roam_volume "$n" "$transfer"; then
-    stage_roam "$mnt" --endpoint "http://$RB_NET.10:7100" --epoch 1
-    fio_case "$case" "$rtt" "$mnt"
-    unstage_roam
+  if roam_volume "$n" "$transfer" && wait_staged; then
+    fio_case "$case" "$rtt" "$RB_STAGE_MOUNT"
   else
-    skip "$case" "$rtt" "the group did not reach InSync"
+    skip "$case" "$rtt" "the group did not reach InSync or the volume was not staged"
   fi
   roam_cluster_down
 }
 
 # Relocation of a Sync volume under a 4K write load: TransferPrimary's wall
-# time and the storage system's own measure (last_transfer_millis).
+# time and the storage system's own measure (last_transfer_millis, kept by
+# the old primary).
 relocation_case() {
-  local mnt="$WORK/reloc-mnt" pid fio_pid t0 t1
+  local fio_pid t0 t1
+  RB_STAGE_MOUNT="$WORK/reloc-mnt"
   roam_cluster_up 2 0
-  roam_volume 2 sync
-  stage_roam "$mnt" --endpoint "http://$RB_NET.10:7100" --epoch 1
-  fio --name=load --directory="$mnt" --size=64M --rw=randwrite --bs=4k --ioengine=psync \
+  roam_volume 2 sync && wait_staged || { skip relocation-sync-2dc 0 "setup failed"; roam_cluster_down; return; }
+  fio --name=load --directory="$RB_STAGE_MOUNT" --size=64M --rw=randwrite --bs=4k --ioengine=psync \
       --direct=1 --sync=dsync --runtime=30 --time_based >/dev/null 2>&1 &
   fio_pid=$!
   sleep 3
@@ -235,20 +322,78 @@ relocation_case() {
   kill "$fio_pid" 2>/dev/null; wait "$fio_pid" 2>/dev/null || true
   {
     echo "wall_ms=$(( (t1 - t0) / 1000000 ))"
-    # The old primary handled TransferPrimary and recorded its duration.
     admin 0 status --volume bench --json | python3 -c 'import json,sys; print("engine_ms=%d" % json.load(sys.stdin)["last_transfer_millis"])'
-  } >"$RAW/relocation.txt"
+  } >"$RAW/relocation.txt" || log "relocation: reading the storage system's measure failed"
   log "relocation: $(tr '\n' ' ' <"$RAW/relocation.txt")"
-  unstage_roam
+  roam_cluster_down
+}
+
+# Resync after a partition: a Sync 2-DC volume under Degrade loses its
+# secondary's proxy (killed: the link breaks at once), takes
+# RESYNC_WRITE_MB of 1 MiB random writes (plus a file laid out before),
+# then the proxy comes back. Records the bytes written meanwhile, the bytes
+# the proxy carried to the secondary until it was InSync again, and the
+# time from the heal to InSync (reconnection included).
+RESYNC_WRITE_MB=${BENCH_RESYNC_WRITE_MB:-128}
+resync_case() {
+  RB_STAGE_MOUNT="$WORK/resync-mnt"
+  RB_ACK_TIMEOUT_MS=1000 roam_cluster_up 2 0
+  if ! { roam_volume 2 sync degrade && wait_staged; }; then
+    skip resync-sync-2dc 0 "setup failed"; roam_cluster_down; return
+  fi
+  # Lay out the file while both are in sync, so only the random writes dirty.
+  fio --name=lay --directory="$RB_STAGE_MOUNT" --filename=resync.dat --size=256M --rw=write \
+      --bs=1m --ioengine=psync --end_fsync=1 >/dev/null 2>&1
+  kill -9 "${RB_PROXY_PIDS[1]}"; wait "${RB_PROXY_PIDS[1]}" 2>/dev/null || true
+  fio --name=dirty --directory="$RB_STAGE_MOUNT" --filename=resync.dat --size=256M \
+      --rw=randwrite --bs=1m --io_size="${RESYNC_WRITE_MB}M" --ioengine=psync --direct=1 \
+      --end_fsync=1 --output-format=json >"$WORK/resync-fio.json" 2>/dev/null
+  rm -f "$WORK/proxy-1.stats"
+  local healed
+  healed=$(date +%s.%N)
+  start_proxy 1
+  python3 - "$WORK/proxy-1.stats" "$WORK/resync-fio.json" "$(node_api 0)" "$BIN/roam-csi" "$healed" \
+      >"$RAW/resync.txt" <<'PY' || log "resync: measuring failed"
+import json, subprocess, sys, time
+stats, fio_json, api, cli, healed = sys.argv[1:6]
+def moved():
+    try:
+        with open(stats) as f:
+            return int(dict(l.strip().split("=") for l in f if "=" in l)["to_upstream"])
+    except (OSError, KeyError, ValueError):
+        return 0
+def status():
+    out = subprocess.run([cli, "admin", "--endpoint", api, "--insecure", "status",
+                          "--volume", "bench", "--json"], capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+# Polled as fast as the admin CLI answers (a few ms a call): the time from
+# the heal to InSync is an upper bound on the resync's own time.
+start = float(healed)
+while time.time() - start < 300:
+    s = status()
+    if s and s["members"] and all(m["state"] == "InSync" for m in s["members"]):
+        break
+done = time.time()
+time.sleep(0.3)  # the proxy writes its counters every 100 ms
+written = json.load(open(fio_json))["jobs"][0]["write"]["io_bytes"]
+print(f"written_bytes={written}")
+print(f"moved_bytes={moved()}")
+print(f"heal_to_insync_ms={int((done - start) * 1000)}")
+PY
+  log "resync: $(tr '\n' ' ' <"$RAW/resync.txt")"
   roam_cluster_down
 }
 
 roam_replicated_cases() {
-  local rtt
-  for rtt in 0 "$DELAY_RTT_MS"; do
-    roam_case roam-sync-2dc 2 sync "$rtt"
-    roam_case roam-async-2dc 2 async "$rtt"
-    roam_case roam-sync-3dc 3 sync "$rtt"
+  local rtt case
+  for rtt in $RTTS; do
+    for case in $REPLICATED; do
+      case $case in
+        roam-sync-2dc) roam_case roam-sync-2dc 2 sync "$rtt" ;;
+        roam-async-2dc) roam_case roam-async-2dc 2 async "$rtt" ;;
+        roam-sync-3dc) roam_case roam-sync-3dc 3 sync "$rtt" ;;
+      esac
+    done
   done
 }
 
@@ -281,7 +426,7 @@ case_gluster() {
   fio_case gluster-replica2 0 "$WORK/gluster-mnt"
   gluster_down
   skip gluster-replica2 "$DELAY_RTT_MS" \
-    "both bricks share one host; glusterd hands out brick ports itself, so no delay proxy sits between them"
+    "Gluster replicates in the client, which connects to each brick at the address and port glusterd's port map gives, so no delay proxy sits in that path"
 }
 
 machine_info() {
@@ -294,13 +439,16 @@ machine_info() {
     echo "runtime_s=$RUNTIME"
     echo "file_mb=$FILE_MB"
     echo "date=$(date -u +%FT%TZ)"
+    echo "build=release"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$RAW/machine.txt"
 }
 
 start=$(date +%s)
 machine_info
-for step in ${BENCH_ONLY:-case_local_limit case_roam_frontend case_roam_local roam_replicated_cases relocation_case case_gluster}; do
+for step in ${BENCH_ONLY:-case_local_limit case_roam_frontend case_roam_local roam_replicated_cases relocation_case resync_case case_gluster}; do
   "$step"
 done
+echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/machine.txt"
 python3 bench/summarize.py "$RAW" bench/results/latest.json docs/benchmarks.md
 log "done in $(( $(date +%s) - start )) s"

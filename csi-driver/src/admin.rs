@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use roam_proto::storage::storage_client::StorageClient;
 use roam_proto::storage::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::tls::TlsArgs;
 
@@ -163,13 +163,11 @@ pub enum AdminCommand {
 }
 
 async fn connect(args: &AdminArgs) -> anyhow::Result<StorageClient<Channel>> {
-    let mut ep = Endpoint::from_shared(args.endpoint.clone())
-        .with_context(|| format!("endpoint {}", args.endpoint))?
-        .connect_timeout(Duration::from_secs(5));
-    if let Some(tls) = args.tls.client_config()? {
-        ep = ep.tls_config(tls).context("TLS configuration")?;
-    }
-    let channel = ep
+    let channel = args
+        .tls
+        .dialer()?
+        .endpoint(&args.endpoint)?
+        .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("connect to {}", args.endpoint))?;

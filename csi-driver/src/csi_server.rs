@@ -65,9 +65,11 @@ pub struct NodeArgs {
     /// Address the in-process storage system listens on.
     #[arg(long, default_value = "0.0.0.0:7100")]
     pub storage_listen: String,
-    /// The in-process storage system speaks plain HTTP/2 (no mTLS).
-    #[arg(long)]
-    pub storage_insecure: bool,
+    /// How this node reaches storage systems (its frontend's remote target,
+    /// health and volume conditions), and how its in-process storage system
+    /// serves: mutual TLS, or an explicit `--insecure`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Where FUSE exports are mounted.
     #[arg(long, default_value = "/run/roam/csi")]
     pub state_dir: PathBuf,
@@ -251,9 +253,7 @@ fn embedded_storage(
         "--node".to_owned(),
         args.node_name.clone(),
     ];
-    if args.storage_insecure {
-        argv.push("--insecure".to_owned());
-    }
+    argv.extend(args.tls.to_args());
     Ok(EmbeddedStorage::try_parse_from(argv)
         .context("storage system flags")?
         .args)
@@ -276,11 +276,20 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             roam_crds::ZONE_LABEL
         ),
     };
+    let dialer = args.tls.dialer()?;
+    let mut local_storage = None;
     if let Some(dir) = args.storage_data_dir.clone() {
         let storage = embedded_storage(&args, &dir, &data_center)?;
+        let started = crate::storage::start(storage).await?;
+        local_storage = Some(crate::node::LocalStorage {
+            endpoint: args.storage_endpoint.clone(),
+            registry: started.registry,
+        });
         tokio::spawn(async move {
-            if let Err(e) = crate::storage::run(storage).await {
-                tracing::error!("storage system stopped: {e:#}");
+            match started.serving.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("storage system stopped: {e:#}"),
+                Err(e) => tracing::error!("storage system task: {e}"),
             }
         });
     }
@@ -289,6 +298,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let identity = IdentityService::new(
         Readiness::StorageSystem {
             endpoint: args.storage_endpoint.clone(),
+            dialer: dialer.clone(),
         },
         observer.clone(),
     );
@@ -297,6 +307,8 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             node_name: args.node_name.clone(),
             data_center,
             state_dir: args.state_dir.clone(),
+            local_storage,
+            dialer,
         },
         observer,
     ));

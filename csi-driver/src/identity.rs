@@ -23,7 +23,10 @@ use crate::csi_metrics::RpcObserver;
 #[derive(Clone)]
 pub enum Readiness {
     /// The storage system at this endpoint (node mode).
-    StorageSystem { endpoint: String },
+    StorageSystem {
+        endpoint: String,
+        dialer: crate::tls::Dialer,
+    },
     /// The Kubernetes API server (controller mode).
     ApiServer { client: kube::Client },
 }
@@ -31,8 +34,11 @@ pub enum Readiness {
 impl Readiness {
     async fn ready(&self) -> bool {
         match self {
-            Readiness::StorageSystem { endpoint } => {
-                let Ok(mut client) = StorageClient::connect(endpoint.clone()).await else {
+            Readiness::StorageSystem { endpoint, dialer } => {
+                let Ok(endpoint) = dialer.endpoint(endpoint) else {
+                    return false;
+                };
+                let Ok(mut client) = StorageClient::connect(endpoint).await else {
                     return false;
                 };
                 matches!(client.get_info(GetInfoRequest {}).await, Ok(info) if info.get_ref().ready)

@@ -156,7 +156,7 @@ async fn ext4_tree_survives_remount_and_is_never_reformatted() {
 async fn open_replica(root: &Path, volume: &str) -> roam_engine::Volume {
     use roam_engine::backend::ReplicaDir;
     use roam_engine::transport::local::LocalTransport;
-    use roam_engine::{EngineConfig, FailurePolicy, GroupSpec, MemberSpec, TransferType, Volume};
+    use roam_engine::{EngineConfig, GroupSpec, Volume};
 
     let replica = ReplicaDir::new(root, volume);
     if !replica.exists() {
@@ -174,18 +174,7 @@ async fn open_replica(root: &Path, volume: &str) -> roam_engine::Volume {
     .await
     .expect("open replica");
     handle
-        .configure(GroupSpec {
-            members: vec![MemberSpec {
-                data_center: "dc-a".into(),
-                endpoint: "dc-a".into(),
-            }],
-            primary: "dc-a".into(),
-            epoch: 1,
-            transfer_type: TransferType::Sync,
-            failure_policy: FailurePolicy::Block,
-            max_lag_bytes: 0,
-            max_lag_seconds: 0,
-        })
+        .configure(GroupSpec::sole_member("dc-a"))
         .await
         .expect("configure group of one");
     handle

@@ -12,6 +12,7 @@
 #   ROAM_PROFILE        cargo profile whose binaries go into the image (debug)
 #   ROAM_NAMESPACE      namespace of Roam's components (roam-system)
 #   ROAM_READY_TIMEOUT  seconds to wait for each step (180)
+#   ROAM_HELM_ARGS      more arguments for helm (e.g. --set csi.storageTls.enabled=false)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +38,7 @@ done < <("$repo_root/e2e/images/roam-image.sh" "$profile")
 log "images imported: ${ref[*]} ($((SECONDS - begin))s)"
 
 roam_image="${ref[roam.local/roam]}"
+# shellcheck disable=SC2086 # ROAM_HELM_ARGS is split into words on purpose
 helm upgrade --install roam "$repo_root/charts/roam" \
     --namespace "$ns" --create-namespace \
     --set image.repository="${roam_image%%:*}" \
@@ -45,6 +47,8 @@ helm upgrade --install roam "$repo_root/charts/roam" \
     --set csi.images.roamCsi="$roam_image" \
     --set csi.images.provisioner="${ref[roam.local/csi-provisioner]}" \
     --set csi.images.attacher="${ref[roam.local/csi-attacher]}" \
+    --set csi.images.resizer="${ref[roam.local/csi-resizer]}" \
+    ${ROAM_HELM_ARGS:-} \
     --wait --timeout "${timeout}s" >/dev/null
 log "chart installed in namespace $ns ($((SECONDS - begin))s)"
 

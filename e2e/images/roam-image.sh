@@ -3,7 +3,7 @@
 # docker-archive holding /roam-operator and /roam-csi (entrypoint), plus the
 # host tools the node plugin runs (mount, losetup, blkid, mkfs, resize) with
 # the shared libraries they and the Roam binaries link against, and a busybox
-# shell for debugging. The sidecar images (csi-provisioner, csi-attacher) are
+# shell for debugging. The sidecar images (csi-provisioner, csi-attacher, csi-resizer) are
 # made the same way from the pinned binaries in .tools/bin.
 #
 #   e2e/images/roam-image.sh [debug|release]   prints "<ref> <tarball>" per image
@@ -96,3 +96,4 @@ build_sidecar() {
 build_roam
 build_sidecar csi-provisioner
 build_sidecar csi-attacher
+build_sidecar csi-resizer

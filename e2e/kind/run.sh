@@ -60,27 +60,29 @@ load_archive() {
 }
 
 mapfile -t archives < <("$repo/e2e/images/build.sh")
-if [[ -f "$repo/e2e/images/roam-image.sh" ]]; then
-    # Roam's binaries first (the image script packs what cargo built).
-    cargo build --release --bins --manifest-path "$repo/Cargo.toml"
-    # It prints "<ref> <tarball>" per image.
-    while read -r _ tar; do
-        [[ -n "$tar" ]] && archives+=("$tar")
-    done < <(bash "$repo/e2e/images/roam-image.sh" release)
-else
-    echo "kind/run.sh: e2e/images/roam-image.sh does not exist: Roam's own images are not loaded" >&2
-fi
+# Roam's binaries first (the image script packs what cargo built).
+cargo build --release --bins --manifest-path "$repo/Cargo.toml"
+# It prints "<ref> <tarball>" per image; the refs go to the chart.
+declare -A ref
+while read -r image tar; do
+    ref[${image%%:*}]="$image"
+    archives+=("$tar")
+done < <(bash "$repo/e2e/images/roam-image.sh" release)
 for tar in "${archives[@]}"; do
     load_archive "$tar"
 done
 
-if [[ -f "$repo/charts/roam/Chart.yaml" ]]; then
-    command -v helm >/dev/null || die "helm is needed to install charts/roam (make tools builds it)"
-    # shellcheck disable=SC2086
-    helm upgrade --install roam "$repo/charts/roam" --kubeconfig "$kubeconfig" \
-        --namespace roam-system --create-namespace --wait --timeout 5m ${HELM_EXTRA_ARGS:-}
-else
-    echo "kind/run.sh: charts/roam does not exist yet: Roam is not installed" >&2
-fi
+command -v helm >/dev/null || die "helm is needed to install charts/roam (make tools builds it)"
+roam_image="${ref[roam.local/roam]}"
+# shellcheck disable=SC2086
+helm upgrade --install roam "$repo/charts/roam" --kubeconfig "$kubeconfig" \
+    --namespace roam-system --create-namespace --wait --timeout 5m \
+    --set image.repository="${roam_image%%:*}" \
+    --set image.tag="${roam_image#*:}" \
+    --set csi.images.roamCsi="$roam_image" \
+    --set csi.images.provisioner="${ref[roam.local/csi-provisioner]}" \
+    --set csi.images.attacher="${ref[roam.local/csi-attacher]}" \
+    --set csi.images.resizer="${ref[roam.local/csi-resizer]}" \
+    ${HELM_EXTRA_ARGS:-}
 
 KUBECONFIG="$kubeconfig" make -C "$repo" e2e

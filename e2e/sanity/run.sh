@@ -122,7 +122,7 @@ mkdir -p "$work/storage" "$work/state" "$work/staging" "$work/mount"
 pids+=($!)
 "$bin/roam-csi" node --csi-endpoint "unix://$work/node.sock" --node-name "$node" \
 	--storage-endpoint "$storage_endpoint" --storage-listen "127.0.0.1:$storage_port" \
-	--storage-data-dir "$work/storage" --storage-insecure --state-dir "$work/state" \
+	--storage-data-dir "$work/storage" --insecure --state-dir "$work/state" \
 	--metrics-listen 127.0.0.1:18481 >"$work/node.log" 2>&1 &
 pids+=($!)
 "$bin/roam-csi" controller --csi-endpoint "unix://$work/controller.sock" \

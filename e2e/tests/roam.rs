@@ -55,7 +55,7 @@ enum Mode {
 /// Where the volume appears in the pods.
 const BLOCK_DEVICE: &str = "/dev/roam-data";
 
-fn pvc(name: &str, class: &str, mode: Mode) -> String {
+fn pvc(name: &str, class: &str, mode: Mode, size: &str) -> String {
     let volume_mode = match mode {
         Mode::Filesystem => "Filesystem",
         Mode::Block => "Block",
@@ -68,7 +68,7 @@ fn pvc(name: &str, class: &str, mode: Mode) -> String {
             "accessModes": ["ReadWriteOnce"],
             "volumeMode": volume_mode,
             "storageClassName": class,
-            "resources": { "requests": { "storage": "64Mi" } }
+            "resources": { "requests": { "storage": size } }
         }
     })
     .to_string()
@@ -140,14 +140,24 @@ async fn virtual_volume_of(
     ns: &str,
     claim: &str,
 ) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let pv = cluster
+        .kubectl(&[
+            "get",
+            "pvc",
+            "-n",
+            ns,
+            claim,
+            "-o",
+            "jsonpath={.spec.volumeName}",
+        ])
+        .await?;
     let handle = cluster
         .kubectl(&[
             "get",
             "pv",
+            pv.trim(),
             "-o",
-            &format!(
-                "jsonpath={{.items[?(@.spec.claimRef.name==\"{claim}\")].spec.csi.volumeHandle}}"
-            ),
+            "jsonpath={.spec.csi.volumeHandle}",
         ])
         .await?;
     let (vv_ns, vv_name) = handle.trim().split_once('/').ok_or_else(|| {
@@ -194,6 +204,18 @@ fn scripts(mode: Mode) -> (String, String) {
     }
 }
 
+/// Deletes the pod, then its claim `data` (and with it, the volume), each
+/// waited for.
+async fn delete_pod_and_claim(cluster: &TestCluster, ns: &str, pod: &str) -> TestResult {
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns, pod, "--wait=true"])
+        .await?;
+    cluster
+        .kubectl(&["delete", "pvc", "-n", ns, "data", "--wait=true"])
+        .await?;
+    Ok(())
+}
+
 /// Writes data in `from`, then reads it back in `to` after the pod moved,
 /// and checks that the primary followed with the epoch raised. Deleting the
 /// claim at the end deletes the VirtualVolume.
@@ -212,7 +234,7 @@ async fn data_follows_the_pod(
     cluster
         .kubectl_with_input(
             &["apply", "-n", ns.name(), "-f", "-"],
-            &pvc("data", &class, mode),
+            &pvc("data", &class, mode, "64Mi"),
         )
         .await?;
 
@@ -250,12 +272,7 @@ async fn data_follows_the_pod(
         "the epoch rises with the move ({epoch} -> {moved_epoch})"
     );
 
-    cluster
-        .kubectl(&["delete", "pod", "-n", ns.name(), "reader", "--wait=true"])
-        .await?;
-    cluster
-        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
-        .await?;
+    delete_pod_and_claim(&cluster, ns.name(), "reader").await?;
     let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, &vv_ns);
     wait_until(
         &format!("VirtualVolume {vv_ns}/{vv_name} to be deleted with its claim"),
@@ -310,4 +327,157 @@ async fn an_async_volume_over_three_data_centers_follows_its_pod_to_dc_c() -> Te
         "dc-c",
     )
     .await
+}
+
+/// Size in KiB of the filesystem mounted at /data in a running pod.
+async fn filesystem_kib(
+    cluster: &TestCluster,
+    ns: &str,
+    pod: &str,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let df = cluster
+        .kubectl(&["exec", "-n", ns, pod, "--", "df", "-k", "/data"])
+        .await?;
+    // "Filesystem 1K-blocks Used Available Use% Mounted on", then one line.
+    let size = df
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| format!("no size in df's output {df:?}"))?;
+    Ok(size)
+}
+
+#[tokio::test]
+async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> TestResult {
+    let cluster = TestCluster::get().await?;
+    let ns = TestNamespace::create(&cluster, "e2e").await?;
+    let class = format!("roam-{}", ns.name());
+    cluster
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            &storage_class(
+                &class,
+                // xfs grows online with CAP_SYS_ADMIN alone; ext4's online
+                // resize also needs CAP_SYS_RESOURCE (see docs/csi-conformance.md).
+                json!({ "dataCenters": "dc-a,dc-c", "transferType": "Sync", "fsType": "xfs" }),
+            ),
+        )
+        .await?;
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            // xfs needs 300 MB at least.
+            &pvc("data", &class, Mode::Filesystem, "320Mi"),
+        )
+        .await?;
+    let script = "set -e; head -c 8388608 /dev/urandom > /data/blob; sync; \
+                  md5sum /data/blob > /tmp/written; sleep 3600";
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("app", "dc-c", "data", Mode::Filesystem, script),
+        )
+        .await?;
+    cluster
+        .kubectl(&[
+            "wait",
+            "-n",
+            ns.name(),
+            "pod/app",
+            "--for=condition=Ready",
+            "--timeout=180s",
+        ])
+        .await?;
+    let written = wait_until("the pod to write its file", POD_TIMEOUT, || async {
+        cluster
+            .kubectl(&["exec", "-n", ns.name(), "app", "--", "cat", "/tmp/written"])
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let before = filesystem_kib(&cluster, ns.name(), "app").await?;
+    assert!(
+        before < 320 * 1024,
+        "a 320Mi claim starts below 320 MiB ({before} KiB)"
+    );
+
+    cluster
+        .kubectl(&[
+            "patch",
+            "pvc",
+            "-n",
+            ns.name(),
+            "data",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"512Mi"}}}}"#,
+        ])
+        .await?;
+    // The external-resizer calls ControllerExpandVolume, the kubelet then
+    // NodeExpandVolume on the mounted volume; the pod sees the space.
+    let after = wait_until(
+        "the filesystem to grow in the running pod",
+        POD_TIMEOUT,
+        || async {
+            match filesystem_kib(&cluster, ns.name(), "app").await {
+                Ok(kib) if kib > 400 * 1024 => Ok(kib),
+                Ok(kib) => Err(format!("still {kib} KiB")),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    assert!(after > before);
+    let read = cluster
+        .kubectl(&["exec", "-n", ns.name(), "app", "--", "md5sum", "/data/blob"])
+        .await?;
+    assert_eq!(
+        read, written,
+        "the file written before the growth is intact"
+    );
+    // The new space takes writes.
+    cluster
+        .kubectl(&[
+            "exec",
+            "-n",
+            ns.name(),
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "head -c 201326592 /dev/zero > /data/more && sync",
+        ])
+        .await?;
+    // The kubelet records the new capacity once NodeExpandVolume succeeded.
+    wait_until(
+        "the claim to report its new capacity",
+        POD_TIMEOUT,
+        || async {
+            let capacity = cluster
+                .kubectl(&[
+                    "get",
+                    "pvc",
+                    "-n",
+                    ns.name(),
+                    "data",
+                    "-o",
+                    "jsonpath={.status.capacity.storage}",
+                ])
+                .await
+                .map_err(|e| e.to_string())?;
+            match capacity.trim() {
+                "512Mi" => Ok(()),
+                other => Err(format!("capacity {other}")),
+            }
+        },
+    )
+    .await?;
+
+    delete_pod_and_claim(&cluster, ns.name(), "app").await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
+        .await?;
+    Ok(())
 }

@@ -3,7 +3,8 @@
 #
 # Usage: e2e/tools/install.sh [--no-apt] [TOOL...]
 #   TOOL is one of: apt kubernetes etcd csi-sanity external-provisioner
-#   external-attacher helm toxiproxy (default: all of them, in that order).
+#   external-attacher external-resizer helm toxiproxy (default: all of them, in
+#   that order).
 #
 # Every version comes from e2e/tools/versions.env. Each Go tool is built from the
 # Go module proxy into $ROAM_CACHE/<tool>-<version>/bin (ROAM_CACHE defaults to
@@ -34,7 +35,7 @@ bin_dir=$repo/.tools/bin
 # Bump when the way a tool is built changes, so cached builds are redone.
 recipe=1
 
-all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher helm toxiproxy)
+all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer helm toxiproxy)
 
 say() { printf '%-30s %s\n' "$1" "$2"; }
 die() {
@@ -145,6 +146,12 @@ build_external_attacher() {
 	go_build "$1" 0 "-X main.version=$EXTERNAL_ATTACHER_VERSION" "$2/csi-attacher" "$pkg"
 }
 
+build_external_resizer() {
+	local pkg=github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
+	wrapper_module "$1" external-resizer github.com/kubernetes-csi/external-resizer/v2 "$EXTERNAL_RESIZER_VERSION" "" "$pkg"
+	go_build "$1" 0 "-X main.version=$EXTERNAL_RESIZER_VERSION" "$2/csi-resizer" "$pkg"
+}
+
 build_helm() {
 	local pkg=helm.sh/helm/v3/cmd/helm minor
 	minor=${KUBERNETES_VERSION#v1.}
@@ -226,6 +233,7 @@ install_one() {
 	csi-sanity) install_go_tool csi-sanity "$CSI_SANITY_VERSION" build_csi_sanity csi-sanity ;;
 	external-provisioner) install_go_tool external-provisioner "$EXTERNAL_PROVISIONER_VERSION" build_external_provisioner csi-provisioner ;;
 	external-attacher) install_go_tool external-attacher "$EXTERNAL_ATTACHER_VERSION" build_external_attacher csi-attacher ;;
+	external-resizer) install_go_tool external-resizer "$EXTERNAL_RESIZER_VERSION" build_external_resizer csi-resizer ;;
 	helm) install_go_tool helm "$HELM_VERSION" build_helm helm ;;
 	toxiproxy) install_go_tool toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy toxiproxy-server toxiproxy-cli ;;
 	*) die "unknown tool '$1' (known: ${all_tools[*]})" ;;

@@ -11,6 +11,7 @@ mod leader;
 mod locality;
 mod metrics;
 mod storage;
+mod triggers;
 mod volume;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -74,6 +75,10 @@ struct Args {
     /// VirtualVolumes reconciled at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Mutual TLS to the storage systems (plaintext without these flags,
+    /// which only storage systems started with --insecure accept).
+    #[command(flatten)]
+    tls: roam_proto::tls::TlsFiles,
 }
 
 fn init_logs(format: &str) -> anyhow::Result<()> {
@@ -168,6 +173,10 @@ async fn run_controllers(ctx: Arc<Context>, args: &Args) {
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
 
+    // DataCenters are few: any change, its status included, starts a
+    // reconcile, so a status that someone else overwrote is corrected at once.
+    // Their own status writes do not loop: the status is written only when it
+    // changed, and jitter of the measured RTT is not a change (plan::settle_rtt).
     let dc_store = ctx.stores.data_centers.clone();
     let dcs = Controller::new(Api::<DataCenter>::all(client.clone()), dc_cfg)
         .watches(
@@ -190,8 +199,17 @@ async fn run_controllers(ctx: Arc<Context>, args: &Args) {
         .for_each(|_| futures::future::ready(()));
 
     let (s1, s2) = (ctx.stores.clone(), ctx.stores.clone());
-    let volumes = Controller::new(vvs, watcher::Config::default())
-        .owns(cvgs, watcher::Config::default())
+    // Status writes of the operator's own do not start reconciles (see triggers.rs).
+    let (vv_reader, vv_writer) = reflector::store();
+    let vv_changes = triggers::spec_changes(
+        watcher(vvs, watcher::Config::default())
+            .default_backoff()
+            .reflect(vv_writer),
+    );
+    let cvg_changes =
+        triggers::spec_changes(watcher(cvgs, watcher::Config::default()).default_backoff());
+    let volumes = Controller::for_stream(vv_changes, vv_reader)
+        .owns_stream(cvg_changes)
         .watches(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default(),
@@ -237,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
     init_logs(&args.log_format)?;
     // kube's and tonic's TLS share one process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    storage::dial_with(roam_proto::tls::Dialer::new(&args.tls).context("TLS flags")?);
     let client = client(&args).await?;
     let metrics = Arc::new(metrics::Metrics::new());
     {

@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{LazyLock, Mutex},
+    sync::{LazyLock, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -14,7 +14,8 @@ use roam_proto::storage::{
     GetInfoRequest, GetReplicaRequest, GroupSpec, PromoteRequest, ReplicaStatus, StorageInfo,
     TransferPrimaryRequest, storage_client::StorageClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use roam_proto::tls::Dialer;
+use tonic::transport::Channel;
 
 use crate::error::StorageError;
 
@@ -29,6 +30,16 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// (tonic reconnects it when the storage system comes back).
 static CHANNELS: LazyLock<Mutex<HashMap<String, Channel>>> = LazyLock::new(Default::default);
 
+/// How storage systems are dialed (mutual TLS or plaintext), set once at
+/// start-up; plaintext until then.
+static DIALER: OnceLock<Dialer> = OnceLock::new();
+
+/// Sets how every later call dials storage systems. Call it once, before
+/// the first call; a second call changes nothing.
+pub fn dial_with(dialer: Dialer) {
+    let _ = DIALER.set(dialer);
+}
+
 fn connect_cached(endpoint: &str) -> Result<StorageClient<Channel>, StorageError> {
     let mut channels = CHANNELS.lock().map_err(|_| StorageError::Unreachable {
         endpoint: endpoint.into(),
@@ -37,7 +48,9 @@ fn connect_cached(endpoint: &str) -> Result<StorageClient<Channel>, StorageError
     if let Some(c) = channels.get(endpoint) {
         return Ok(StorageClient::new(c.clone()));
     }
-    let channel = Endpoint::from_shared(endpoint.to_string())
+    let channel = DIALER
+        .get_or_init(Dialer::default)
+        .endpoint(endpoint)
         .map_err(|e| StorageError::BadEndpoint {
             endpoint: endpoint.into(),
             reason: e.to_string(),

@@ -193,11 +193,22 @@ async fn examples_reach_ready() {
             assert_eq!((role, epoch), (want, 1), "{name} in {}", m.data_center);
         }
     }
+    // Waited for, not read once: another operator on the same control plane
+    // (a cluster's own, which cannot reach these storage systems) may have
+    // just overwritten the status; this operator rewrites it at once.
     let dcs: Api<roam_crds::DataCenter> = Api::all(env.client.clone());
-    let a = dcs.get(&env.dc("a")).await.expect("dc");
-    let st = a.status.expect("dc status");
-    assert_eq!(st.ready_storage_systems, 1);
-    assert_eq!(st.storage_systems[0].endpoint, env.storage["a"].endpoint);
+    let endpoint = env.storage["a"].endpoint.clone();
+    wait_until("dc a reports its storage system", READY, || async {
+        let a = dcs.get(&env.dc("a")).await.map_err(|e| e.to_string())?;
+        let st = a.status.ok_or("no status")?;
+        if st.ready_storage_systems == 1 && st.storage_systems[0].endpoint == endpoint {
+            Ok(())
+        } else {
+            Err(format!("status {st:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     env.cleanup().await;
 }
 

@@ -22,6 +22,7 @@
 
 pub mod backend;
 pub mod cache;
+mod counters;
 pub mod error;
 pub mod frontend;
 pub mod receive;
@@ -32,6 +33,7 @@ pub mod transport;
 pub mod types;
 pub mod volume;
 
+pub use counters::IoSnapshot;
 pub use error::{EngineError, RefusalCode, TransportError};
 pub use types::*;
 pub use volume::{EngineConfig, Volume, VolumeFiles};

@@ -53,6 +53,23 @@ pub struct GroupSpec {
 }
 
 impl GroupSpec {
+    /// A group of one: the replica in `data_center` is its own primary at
+    /// epoch 1 (a volume without secondaries, as in benchmarks and tests).
+    pub fn sole_member(data_center: &str) -> Self {
+        Self {
+            members: vec![MemberSpec {
+                data_center: data_center.into(),
+                endpoint: data_center.into(),
+            }],
+            primary: data_center.into(),
+            epoch: 1,
+            transfer_type: TransferType::Sync,
+            failure_policy: FailurePolicy::Block,
+            max_lag_bytes: 0,
+            max_lag_seconds: 0,
+        }
+    }
+
     pub fn member(&self, dc: &str) -> Option<&MemberSpec> {
         self.members.iter().find(|m| m.data_center == dc)
     }
@@ -127,6 +144,9 @@ pub struct MemberStatus {
     pub lag_seconds: f64,
     pub applied_seq: u64,
     pub message: String,
+    /// Bytes of region data copied to this member by resyncs and full
+    /// copies since this replica became its primary.
+    pub resync_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

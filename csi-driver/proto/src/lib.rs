@@ -1,5 +1,8 @@
 //! Generated code for Roam's gRPC protocols. The .proto files beside this
 //! crate are the source of truth; see each file's header for its rules.
+//! [`tls`] is how every Roam process secures them.
+
+pub mod tls;
 
 /// Roam's own packages, nested like their proto package names so that one
 /// can refer to another's types.

@@ -18,7 +18,7 @@ use roam_engine::frontend::{
     BlockTarget, FileTarget, FsType, LocalTarget, RemoteTarget, StageOptions, StagedVolume,
 };
 use roam_engine::transport::local::LocalTransport;
-use roam_engine::{EngineConfig, FailurePolicy, GroupSpec, MemberSpec, TransferType, Volume};
+use roam_engine::{EngineConfig, GroupSpec, Volume};
 
 /// Data center name of an in-process replica.
 const LOCAL_DC: &str = "local";
@@ -125,18 +125,7 @@ async fn local_replica(
     let handle = Volume::open(volume, files, transport, EngineConfig::default())
         .await
         .context("open replica")?;
-    let group = GroupSpec {
-        members: vec![MemberSpec {
-            data_center: LOCAL_DC.into(),
-            endpoint: LOCAL_DC.into(),
-        }],
-        primary: LOCAL_DC.into(),
-        epoch: 1,
-        transfer_type: TransferType::Sync,
-        failure_policy: FailurePolicy::Block,
-        max_lag_bytes: 0,
-        max_lag_seconds: 0,
-    };
+    let group = GroupSpec::sole_member(LOCAL_DC);
     handle
         .configure(group)
         .await

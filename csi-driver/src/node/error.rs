@@ -20,6 +20,11 @@ pub enum NodeError {
         path: PathBuf,
         source: Box<FrontendError>,
     },
+    #[error("growing volume {volume}'s export: {source}")]
+    Expand {
+        volume: String,
+        source: Box<FrontendError>,
+    },
     #[error("unstaging volume {volume}: {source}")]
     Unstage {
         volume: String,
@@ -66,6 +71,11 @@ impl From<NodeError> for Status {
             {
                 Status::failed_precondition(message)
             }
+            NodeError::Expand { source, .. } => match source.as_ref() {
+                FrontendError::ShrinkRefused { .. } => Status::out_of_range(message),
+                FrontendError::QuerySize { .. } => Status::unavailable(message),
+                _ => Status::internal(message),
+            },
             _ => Status::internal(message),
         }
     }

@@ -1,7 +1,9 @@
 //! CSI node service: the host side of a Roam volume (claim 12).
 //!
 //! NodeStageVolume connects the frontend to the primary's storage system
-//! named in the publish context (the log-in's answer), exports the volume as
+//! named in the publish context (the log-in's answer): directly to the
+//! replica when that storage system runs in this process (the primary is on
+//! this node), over gRPC otherwise. It exports the volume as
 //! a file through FUSE, attaches it as a loop device and, in mount mode,
 //! formats it only if it holds nothing, then mounts it at the staging path.
 //! NodePublishVolume bind-mounts the staged file system (or the loop device
@@ -15,9 +17,7 @@
 //!
 //! Caveats: what is staged lives in this process's memory. If the plugin
 //! restarts, its FUSE exports die with it; a later NodeUnstage still unmounts
-//! what is left, and the CO stages again. The frontend's size is fixed while
-//! the volume is staged, so NodeExpandVolume grows the file system only up to
-//! the size the volume had when it was staged (see docs/csi-conformance.md).
+//! what is left, and the CO stages again.
 
 mod error;
 pub mod mount;
@@ -26,4 +26,4 @@ pub mod registration;
 mod service;
 mod staged;
 
-pub use service::{NodeConfig, NodeService};
+pub use service::{LocalStorage, NodeConfig, NodeService};

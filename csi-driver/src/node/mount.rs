@@ -141,16 +141,13 @@ pub fn device_size(device: &Path) -> Result<u64, NodeError> {
         })
 }
 
-/// Makes the loop driver re-read its backing file's size, then grows the
-/// file system mounted at `mount_path` (when given) to fill the device.
-pub fn grow(device: &Path, mount_path: Option<(&Path, &str)>) -> Result<(), NodeError> {
-    run(Command::new("losetup").arg("-c").arg(device), "losetup")?;
-    if let Some((path, fs_type)) = mount_path {
-        match fs_type {
-            "xfs" => run(Command::new("xfs_growfs").arg(path), "xfs_growfs")?,
-            _ => run(Command::new("resize2fs").arg(device), "resize2fs")?,
-        };
-    }
+/// Grows the file system on `device`, mounted at `mount_path`, to fill the
+/// device (online: ext4 and xfs both grow while mounted).
+pub fn grow_filesystem(device: &Path, mount_path: &Path, fs_type: &str) -> Result<(), NodeError> {
+    match fs_type {
+        "xfs" => run(Command::new("xfs_growfs").arg(mount_path), "xfs_growfs")?,
+        _ => run(Command::new("resize2fs").arg(device), "resize2fs")?,
+    };
     Ok(())
 }
 

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use roam_engine::frontend::{BlockTarget, FsType, RemoteTarget, StagedVolume};
+use roam_engine::Role as ReplicaRole;
+use roam_engine::frontend::{
+    BlockTarget, FsType, LocalTarget, RemoteTarget, StagedVolume, TargetError,
+};
 use roam_proto::csi::node_server::Node;
 use roam_proto::csi::node_service_capability::{self, rpc};
 use roam_proto::csi::volume_capability::access_mode::Mode;
@@ -36,6 +39,26 @@ pub struct NodeConfig {
     pub data_center: String,
     /// Where FUSE exports are mounted (one directory per volume).
     pub state_dir: PathBuf,
+    /// This node's storage system when it runs in this process.
+    pub local_storage: Option<LocalStorage>,
+    /// How to reach storage systems over the network.
+    pub dialer: crate::tls::Dialer,
+}
+
+/// The storage system in this process, and the endpoint it is known by in
+/// publish contexts.
+#[derive(Clone)]
+pub struct LocalStorage {
+    pub endpoint: String,
+    pub registry: Arc<crate::storage::Registry>,
+}
+
+impl std::fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct NodeService {
@@ -142,15 +165,14 @@ impl NodeService {
             )));
         }
 
-        let target =
-            RemoteTarget::connect(&context.storage_endpoint, &context.volume_id, context.epoch)
-                .await
-                .map_err(|source| NodeError::Connect {
-                    volume: context.volume_id.clone(),
-                    endpoint: context.storage_endpoint.clone(),
-                    source: Box::new(source),
-                })?;
-        let target: Arc<dyn BlockTarget> = Arc::new(target);
+        let target = self
+            .connect(&context)
+            .await
+            .map_err(|source| NodeError::Connect {
+                volume: context.volume_id.clone(),
+                endpoint: context.storage_endpoint.clone(),
+                source: Box::new(source),
+            })?;
         let fuse_dir = self.fuse_dir(&volume_id);
         // A FUSE mount left by a plugin that died is dead: clear it first.
         let _ = mount::unmount_if_mounted(&fuse_dir);
@@ -334,6 +356,52 @@ impl NodeService {
     /// The staged volume whose staging or target path is `path`, with what
     /// the stats and expansion need: (block, device, mount path, fs type,
     /// publish context).
+    /// The block target for a publish context. When the primary is this
+    /// node's own storage system, running in this process, the frontend
+    /// calls its replica directly: no gRPC, no copy through a socket. Else
+    /// the primary's storage system is reached over gRPC (claim 12).
+    async fn connect(&self, context: &PublishContext) -> Result<Arc<dyn BlockTarget>, TargetError> {
+        if let Some(local) = &self.config.local_storage
+            && local.endpoint == context.storage_endpoint
+        {
+            // A context naming this storage system for a replica it does not
+            // hold is stale: the host must log in again.
+            let volume = local.registry.get(&context.volume_id).await.map_err(|e| {
+                TargetError::StaleEpoch {
+                    volume: context.volume_id.clone(),
+                    epoch: context.epoch,
+                    cause: e.to_string(),
+                }
+            })?;
+            if volume.role() != ReplicaRole::Primary || volume.epoch() != context.epoch {
+                return Err(TargetError::StaleEpoch {
+                    volume: context.volume_id.clone(),
+                    epoch: context.epoch,
+                    cause: format!(
+                        "this node's replica is {:?} at epoch {}",
+                        volume.role(),
+                        volume.epoch()
+                    ),
+                });
+            }
+            return Ok(Arc::new(LocalTarget::new(volume, context.epoch)));
+        }
+        let unreachable = |cause: String| TargetError::QuerySize {
+            volume: context.volume_id.clone(),
+            cause,
+        };
+        let channel = self
+            .config
+            .dialer
+            .endpoint(&context.storage_endpoint)
+            .map_err(|e| unreachable(format!("{e:#}")))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(format!("connect to {}: {e:#}", context.storage_endpoint)))?;
+        let remote = RemoteTarget::over(channel, &context.volume_id, context.epoch).await?;
+        Ok(Arc::new(remote))
+    }
+
     fn lookup(
         &self,
         volume_id: &str,
@@ -396,7 +464,7 @@ impl NodeService {
         };
         Ok(NodeGetVolumeStatsResponse {
             usage,
-            volume_condition: Some(volume_condition(&context).await),
+            volume_condition: Some(volume_condition(&context, &self.config.dialer).await),
         })
     }
 
@@ -405,18 +473,45 @@ impl NodeService {
         let volume_id = require("volume_id", &req.volume_id)?.to_owned();
         let path = PathBuf::from(require("volume_path", &req.volume_path)?);
         let _guard = self.in_flight.try_acquire(&volume_id)?;
-        let (block, device, staging, fs_type, _) = self.lookup(&volume_id, &path)?;
-        let device = device.ok_or_else(|| Status::internal("no device"))?;
-        let size = tokio::task::spawn_blocking(move || {
-            let mounted = (!block).then_some((staging.as_path(), fs_type.name()));
-            mount::grow(&device, mounted)?;
-            mount::device_size(&device)
-        })
-        .await
-        .map_err(|e| NodeError::Join {
-            rpc: "NodeExpandVolume",
-            cause: e.to_string(),
-        })??;
+        let (block, _, staging, fs_type, _) = self.lookup(&volume_id, &path)?;
+        // The guard keeps every other call on this volume out, so the stack
+        // can leave the table while it grows (the table's lock is not held
+        // across the wait for the storage system).
+        let stack = self
+            .volumes()
+            .get_mut(&volume_id)
+            .and_then(|staged| staged.stack.take())
+            .ok_or_else(|| Status::internal(format!("volume {volume_id} has no export stack")))?;
+        let grown = stack.grow().await;
+        let device = stack.device();
+        if let Some(staged) = self.volumes().get_mut(&volume_id) {
+            staged.stack = Some(stack);
+        }
+        let size = grown.map_err(|source| NodeError::Expand {
+            volume: volume_id.clone(),
+            source: Box::new(source),
+        })?;
+        if !block {
+            let device = device.ok_or_else(|| Status::internal("no device"))?;
+            tokio::task::spawn_blocking(move || {
+                mount::grow_filesystem(&device, &staging, fs_type.name())
+            })
+            .await
+            .map_err(|e| NodeError::Join {
+                rpc: "NodeExpandVolume",
+                cause: e.to_string(),
+            })??;
+        }
+        if let Some(range) = &req.capacity_range
+            && range.required_bytes > 0
+            && (size as i64) < range.required_bytes
+        {
+            return Err(Status::out_of_range(format!(
+                "volume {volume_id} is {size} bytes after growing; capacity_range.required_bytes \
+                 asks for {} (was ControllerExpandVolume called?)",
+                range.required_bytes
+            )));
+        }
         Ok(size as i64)
     }
 }
@@ -424,16 +519,19 @@ impl NodeService {
 /// Condition of a staged volume as its primary's storage system reports it:
 /// abnormal while the primary is unreachable, fenced, no longer primary, or
 /// a secondary is not in sync.
-async fn volume_condition(context: &PublishContext) -> VolumeCondition {
+async fn volume_condition(
+    context: &PublishContext,
+    dialer: &crate::tls::Dialer,
+) -> VolumeCondition {
     let abnormal = |message: String| VolumeCondition {
         abnormal: true,
         message,
     };
-    let endpoint = match tonic::transport::Endpoint::from_shared(context.storage_endpoint.clone()) {
+    let endpoint = match dialer.endpoint(&context.storage_endpoint) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(2)),
-        Err(e) => return abnormal(format!("bad storage endpoint: {e}")),
+        Err(e) => return abnormal(format!("bad storage endpoint: {e:#}")),
     };
     let replica = async {
         let mut client = StorageClient::connect(endpoint)

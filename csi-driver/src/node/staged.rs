@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use roam_engine::frontend::{
     BlockTarget, FrontendError, FsType, FuseExport, LoopDevice, StageOptions, StagedVolume,
+    grow_export,
 };
 use tokio::runtime::Handle;
 use tracing::error;
@@ -28,6 +29,16 @@ impl Stack {
         }
     }
 
+    /// Makes the export and its loop device show the size the volume has
+    /// now (after an expansion); returns the device's size in bytes. The
+    /// filesystem on it is the caller's to grow.
+    pub async fn grow(&self) -> Result<u64, FrontendError> {
+        match self {
+            Stack::Mounted(staged) => staged.grow().await,
+            Stack::Block(block) => block.grow().await,
+        }
+    }
+
     /// Tears the stack down in order.
     pub fn teardown(self) -> Result<(), FrontendError> {
         match self {
@@ -40,6 +51,7 @@ impl Stack {
 /// FUSE export and loop device, without a file system.
 pub struct BlockStack {
     volume: String,
+    target: Arc<dyn BlockTarget>,
     device: Option<LoopDevice>,
     fuse: Option<FuseExport>,
 }
@@ -57,6 +69,7 @@ impl BlockStack {
         })?;
         let mut stack = BlockStack {
             volume: target.volume_id().to_owned(),
+            target: target.clone(),
             device: None,
             fuse: None,
         };
@@ -65,6 +78,15 @@ impl BlockStack {
         stack.fuse = Some(fuse);
         stack.device = Some(LoopDevice::attach(&file)?);
         Ok(stack)
+    }
+
+    async fn grow(&self) -> Result<u64, FrontendError> {
+        match (&self.fuse, &self.device) {
+            (Some(fuse), Some(device)) => grow_export(&self.target, fuse, device).await,
+            _ => Err(FrontendError::NotStaged {
+                volume: self.volume.clone(),
+            }),
+        }
     }
 
     fn teardown(&mut self) -> Result<(), FrontendError> {

@@ -117,6 +117,7 @@ fn member_to_proto(m: &MemberStatus) -> sp::MemberStatus {
         lag_seconds: m.lag_seconds,
         applied_seq: m.applied_seq,
         message: m.message.clone(),
+        resync_bytes: m.resync_bytes,
     }
 }
 
@@ -132,6 +133,7 @@ pub fn status_to_proto(s: &VolumeStatus) -> sp::ReplicaStatus {
         members: s.members.iter().map(member_to_proto).collect(),
         fenced: s.fenced,
         last_transfer_millis: s.last_transfer_millis,
+        resync_bytes: s.members.iter().map(|m| m.resync_bytes).sum(),
     }
 }
 

@@ -9,13 +9,20 @@
 //! `https://10.0.0.2:7100`), `--data-center DC`, `--node NODE`, and either
 //! `--tls-cert/--tls-key/--tls-ca` (mTLS) or `--insecure` (plaintext).
 //! `--ack-timeout-ms` sets how long a write waits for a secondary before the
-//! failure policy applies.
+//! failure policy applies. `--stage-volume V --stage-mount M` also serves
+//! volume V to this host through the in-process frontend once it is primary
+//! here and its group is in sync (see [`host_stage`]). `--metrics-listen`
+//! serves per-volume metrics at /metrics (see [`metrics`]).
 
 mod convert;
 pub mod error;
+mod host_stage;
+mod metrics;
 mod peer;
 mod registry;
 mod service;
+
+pub use registry::Registry;
 mod transport;
 
 use std::net::SocketAddr;
@@ -58,9 +65,82 @@ pub struct StorageArgs {
     pub transfer_timeout_ms: u64,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Serve per-volume metrics (Prometheus text) at /metrics on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub stage: host_stage::HostStageArgs,
 }
 
+/// A storage system started in this process: its replicas, which a frontend
+/// in the same process (the node plugin's) reaches without the network, and
+/// the task that serves the gRPC listener until SIGTERM or Ctrl-C.
+pub struct Started {
+    pub registry: Arc<Registry>,
+    pub serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs a storage system until it is told to stop. With `--stage-volume`,
+/// also serves that volume to this host in process ([`host_stage`]) and
+/// tears it down before the replicas are closed.
 pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
+    let (Some(volume), Some(mount)) = (
+        args.stage.stage_volume.clone(),
+        args.stage.stage_mount.clone(),
+    ) else {
+        return start(args)
+            .await?
+            .serving
+            .await
+            .context("storage system task")?;
+    };
+    let fs_type = args.stage.stage_fs_type.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = start_until(args, async {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    let registry = started.registry.clone();
+    let staging = tokio::spawn(async move {
+        host_stage::HostStage::wait_and_stage(registry, volume, mount, &fs_type)
+            .await
+            .inspect_err(|e| tracing::error!("in-process stage: {e:#}"))
+    });
+    terminate_signal().await;
+    if staging.is_finished() {
+        if let Ok(Ok(staged)) = staging.await
+            && let Err(e) = staged.unstage().await
+        {
+            tracing::error!("in-process unstage: {e:#}");
+        }
+    } else {
+        staging.abort();
+    }
+    let _ = stop_tx.send(());
+    started.serving.await.context("storage system task")?
+}
+
+/// Resolves at SIGTERM or Ctrl-C.
+async fn terminate_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Opens the replicas and starts serving until SIGTERM or Ctrl-C; returns
+/// once the replicas are open.
+pub async fn start(args: StorageArgs) -> anyhow::Result<Started> {
+    start_until(args, terminate_signal()).await
+}
+
+/// [`start`], serving until `shutdown` resolves.
+pub async fn start_until(
+    args: StorageArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Started> {
     let server_tls = args.tls.server_config()?;
     let client_tls = args.tls.client_config()?;
     if args.data_center.is_empty() {
@@ -106,21 +186,25 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     if let Some(tls) = server_tls {
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
-        tracing::info!("shutting down");
-    };
-    builder
-        .add_service(storage)
-        .add_service(replication)
-        .serve_with_shutdown(args.listen, shutdown)
-        .await
-        .with_context(|| format!("serve on {}", args.listen))?;
-    registry.close_all().await;
-    Ok(())
+    if let Some(metrics_listen) = args.metrics_listen {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(metrics_listen, registry).await {
+                tracing::error!("storage metrics: {e:#}");
+            }
+        });
+    }
+    let listen = args.listen;
+    let serving_registry = registry.clone();
+    let serving = tokio::spawn(async move {
+        builder
+            .add_service(storage)
+            .add_service(replication)
+            .serve_with_shutdown(listen, shutdown)
+            .await
+            .with_context(|| format!("serve on {listen}"))?;
+        serving_registry.close_all().await;
+        Ok(())
+    });
+    Ok(Started { registry, serving })
 }

@@ -116,6 +116,7 @@ pub fn spawn_node(dir: &Path, node: &str, dc: &str, storage: &str, port: u16) ->
                 "--state-dir",
                 state.to_str().expect("utf-8 path"),
                 "--no-announce",
+                "--insecure",
             ])
             .env_remove("KUBECONFIG"),
         &dir.join(format!("{node}.log")),

@@ -25,6 +25,28 @@ pub struct Probe {
     pub rtt_millis: f64,
 }
 
+/// Smallest change of a storage system's round-trip time worth writing, ms.
+pub const RTT_MIN_CHANGE_MILLIS: f64 = 1.0;
+/// Smallest change worth writing, as a fraction of the recorded value.
+pub const RTT_MIN_CHANGE_RATIO: f64 = 0.25;
+
+/// The round-trip time to record, given the recorded one and a new
+/// measurement: the measurement when it differs meaningfully (by at least
+/// `RTT_MIN_CHANGE_MILLIS` and `RTT_MIN_CHANGE_RATIO` of the recorded value),
+/// else the recorded value, so jitter does not rewrite the status every probe.
+pub fn settle_rtt(recorded: Option<f64>, measured: f64) -> f64 {
+    let measured = (measured * 100.0).round() / 100.0;
+    match recorded {
+        Some(r)
+            if (measured - r).abs() < RTT_MIN_CHANGE_MILLIS
+                || (measured - r).abs() < r * RTT_MIN_CHANGE_RATIO =>
+        {
+            r
+        }
+        _ => measured,
+    }
+}
+
 /// The nodes of `dc` (by zone label or node selector), sorted by name.
 pub fn member_nodes<'a>(dc: &DataCenter, nodes: &'a [NodeView]) -> Vec<&'a NodeView> {
     let mut v: Vec<_> = nodes.iter().filter(|n| dc.selects(&n.labels)).collect();
@@ -42,6 +64,13 @@ pub fn status(
 ) -> DataCenterStatus {
     let name = dc.metadata.name.clone().unwrap_or_default();
     let members = member_nodes(dc, nodes);
+    let recorded_rtt = |endpoint: &str| {
+        dc.status
+            .iter()
+            .flat_map(|s| s.storage_systems.iter())
+            .find(|s| s.endpoint == endpoint)
+            .and_then(|s| s.rtt_millis)
+    };
     let mut storage = Vec::new();
     for n in &members {
         let Some(endpoint) = &n.endpoint else {
@@ -56,7 +85,7 @@ pub fn status(
                     "storage system reports data center {:?}, node is in {name:?}",
                     p.data_center
                 ),
-                rtt_millis: Some(p.rtt_millis),
+                rtt_millis: Some(settle_rtt(recorded_rtt(endpoint), p.rtt_millis)),
                 ..Default::default()
             },
             Some(Ok(p)) => StorageSystemStatus {
@@ -65,7 +94,7 @@ pub fn status(
                 ready: p.ready,
                 capacity_bytes: p.capacity_bytes,
                 free_bytes: p.free_bytes,
-                rtt_millis: Some(p.rtt_millis),
+                rtt_millis: Some(settle_rtt(recorded_rtt(endpoint), p.rtt_millis)),
                 message: if p.ready {
                     String::new()
                 } else {

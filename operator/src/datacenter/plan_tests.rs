@@ -130,3 +130,19 @@ fn no_nodes_and_no_storage_reasons() {
         "NoStorage"
     );
 }
+
+#[test]
+fn rtt_is_rewritten_only_when_it_changes_meaningfully() {
+    use super::plan::settle_rtt;
+    // Nothing recorded: the measurement, rounded to 0.01 ms.
+    assert_eq!(settle_rtt(None, 0.4567), 0.46);
+    // Jitter below 1 ms, or below a quarter of the recorded value: kept.
+    assert_eq!(settle_rtt(Some(0.4), 1.2), 0.4);
+    assert_eq!(settle_rtt(Some(60.0), 70.0), 60.0);
+    assert_eq!(settle_rtt(Some(60.0), 50.0), 60.0);
+    // Real changes: written.
+    assert_eq!(settle_rtt(Some(0.4), 1.5), 1.5);
+    assert_eq!(settle_rtt(Some(0.4), 60.0), 60.0);
+    assert_eq!(settle_rtt(Some(60.0), 0.5), 0.5);
+    assert_eq!(settle_rtt(Some(60.0), 80.0), 80.0);
+}

@@ -136,6 +136,25 @@ pub enum Action {
     },
 }
 
+/// Whether the result of these actions can be observed at once, so the same
+/// reconcile may plan again: they create or grow the group and its real
+/// volumes, or configure members. A change of primary (intent, transfer,
+/// promotion) ends the reconcile, so each of its steps is recorded in the
+/// directory before the next one starts.
+pub fn continues_in_place(actions: &[Action]) -> bool {
+    !actions.is_empty()
+        && actions.iter().all(|a| {
+            matches!(
+                a,
+                Action::CreateGroup(_)
+                    | Action::GrowGroup { .. }
+                    | Action::CreateReplica { .. }
+                    | Action::ExpandReplica { .. }
+                    | Action::Configure { .. }
+            )
+        })
+}
+
 /// An Event to record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
@@ -443,11 +462,20 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
                 .primary_unreachable_since
                 .clone()
                 .unwrap_or_else(|| now.clone());
+            let why = match i.replicas.get(&lost) {
+                Some(ReplicaObs::Unreachable(e)) => e.clone(),
+                Some(ReplicaObs::Missing) => "its real volume is missing".to_string(),
+                Some(ReplicaObs::Present(r)) => format!(
+                    "it reports role {:?} at epoch {}, the group is at epoch {}",
+                    r.role, r.epoch, prev.epoch
+                ),
+                None => "not observed".to_string(),
+            };
             if prev.primary_unreachable_since.is_none() {
                 notes.push(Note {
                     warning: true,
                     reason: "PrimaryUnreachable",
-                    message: format!("primary in {lost} is unreachable"),
+                    message: format!("primary in {lost} is unreachable: {why}"),
                 });
             }
             gstatus.primary_unreachable_since = Some(since.clone());

@@ -1050,3 +1050,32 @@ fn failover_timing_table() {
     }
     assert_eq!(cases, 88);
 }
+
+#[test]
+fn creation_steps_continue_in_place_and_relocation_steps_do_not() {
+    use super::plan::continues_in_place;
+    let configure = Action::Configure {
+        dc: "a".into(),
+        primary: "a".into(),
+        epoch: 1,
+    };
+    let create = Action::CreateReplica { dc: "b".into() };
+    let transfer = Action::Transfer {
+        from: "a".into(),
+        to: "b".into(),
+        epoch: 2,
+    };
+    let intent = Action::WriteIntent {
+        primary: "b".into(),
+        epoch: 2,
+        reason: IntentReason::Relocate,
+    };
+    assert!(!continues_in_place(&[]));
+    assert!(continues_in_place(&[create.clone(), configure.clone()]));
+    assert!(!continues_in_place(&[configure.clone(), transfer]));
+    assert!(!continues_in_place(&[create, intent]));
+    assert!(!continues_in_place(&[Action::Promote {
+        dc: "b".into(),
+        epoch: 3
+    }]));
+}

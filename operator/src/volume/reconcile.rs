@@ -50,7 +50,9 @@ pub async fn reconcile(vv: Arc<VirtualVolume>, ctx: Arc<Context>) -> Result<Requ
             source: Box::new(other),
         },
     });
-    ctx.metrics.observe(CONTROLLER, start.elapsed());
+    let took = start.elapsed();
+    ctx.metrics.observe(CONTROLLER, took);
+    tracing::debug!(target: "roam_operator::timing", controller = CONTROLLER, seconds = took.as_secs_f64(), "reconciled");
     res
 }
 
@@ -121,6 +123,27 @@ fn wanted_dc(vv: &VirtualVolume, ctx: &Context, dcs: &[roam_crds::DataCenter]) -
     dc
 }
 
+/// Rounds of observe -> plan -> act one reconcile runs while the plan's
+/// steps are ones that can be checked at once (creating the group and the
+/// real volumes, growing them, configuring members). A new volume goes from
+/// nothing to Ready in one reconcile instead of one per step.
+const MAX_ROUNDS: usize = 4;
+
+async fn read_group(
+    groups: &Api<CopyVolumeGroup>,
+    name: &str,
+    volume: &str,
+) -> Result<Option<CopyVolumeGroup>, Error> {
+    groups
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            kind: "CopyVolumeGroup",
+            name: volume.to_string(),
+            source: Box::new(source),
+        })
+}
+
 async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Error> {
     let ns = vv.namespace().unwrap_or_default();
     let name = vv.name_any();
@@ -130,58 +153,91 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
         source,
     })?;
     let groups: Api<CopyVolumeGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    let group = groups
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            kind: "CopyVolumeGroup",
-            name: volume.clone(),
-            source: Box::new(source),
-        })?;
-    let replicas = match &group {
-        Some(g) => observe(g).await,
-        None => BTreeMap::new(),
-    };
+    let stored_group = read_group(&groups, &name, &volume).await?;
     let dcs = ctx.data_centers();
     let wanted = wanted_dc(vv, ctx, &dcs);
-    let intent_at = group
-        .as_ref()
-        .and_then(|g| g.annotations().get(apply::INTENT_AT_ANNOTATION).cloned())
-        .and_then(|t| t.parse::<Timestamp>().ok());
-    let input = plan::Input {
-        namespace: &ns,
-        name: &name,
-        generation: vv.metadata.generation,
-        spec: &vv.spec,
-        size_bytes,
-        wanted_dc: wanted,
-        data_centers: &dcs,
-        group: group.as_ref(),
-        intent_at,
-        replicas,
-        previous: vv.status.as_ref(),
-        now: Timestamp::now(),
-    };
-    let decided = plan::plan(&input);
-    tracing::debug!(actions = ?decided.actions, phase = ?decided.volume_status.phase, "planned");
 
+    // What the last round decided, carried to the next as if it had been written.
+    let mut group = stored_group.clone();
+    let mut previous = vv.status.clone();
     let mut failure = None;
-    for a in &decided.actions {
-        match apply::act(ctx, vv, group.as_ref(), a).await {
-            Ok(()) => {
-                if let Some((reason, note)) = apply::action_reason(a) {
-                    apply::event(ctx, vv, false, reason, note).await;
+    let mut round = 0;
+    let decided = loop {
+        round += 1;
+        let replicas = match &group {
+            Some(g) => observe(g).await,
+            None => BTreeMap::new(),
+        };
+        let intent_at = group
+            .as_ref()
+            .and_then(|g| g.annotations().get(apply::INTENT_AT_ANNOTATION).cloned())
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let input = plan::Input {
+            namespace: &ns,
+            name: &name,
+            generation: vv.metadata.generation,
+            spec: &vv.spec,
+            size_bytes,
+            wanted_dc: wanted.clone(),
+            data_centers: &dcs,
+            group: group.as_ref(),
+            intent_at,
+            replicas,
+            previous: previous.as_ref(),
+            now: Timestamp::now(),
+        };
+        let decided = plan::plan(&input);
+        tracing::debug!(round, actions = ?decided.actions, phase = ?decided.volume_status.phase, "planned");
+
+        for a in &decided.actions {
+            match apply::act(ctx, vv, group.as_ref(), a).await {
+                Ok(()) => {
+                    if let Some((reason, note)) = apply::action_reason(a) {
+                        apply::event(ctx, vv, false, reason, note).await;
+                    }
+                }
+                Err(e) => {
+                    apply::event(ctx, vv, true, "ActionFailed", e.to_string()).await;
+                    failure = Some(e);
+                    break;
                 }
             }
-            Err(e) => {
-                apply::event(ctx, vv, true, "ActionFailed", e.to_string()).await;
-                failure = Some(e);
-                break;
-            }
         }
-    }
-    apply::notes(ctx, vv, &decided.notes).await;
-    if let (Some(g), Some(gs)) = (&group, &decided.group_status) {
+        apply::notes(ctx, vv, &decided.notes).await;
+        let again =
+            failure.is_none() && round < MAX_ROUNDS && plan::continues_in_place(&decided.actions);
+        if !again {
+            break decided;
+        }
+        if decided.actions.iter().any(|a| {
+            matches!(
+                a,
+                plan::Action::CreateGroup(_) | plan::Action::GrowGroup { .. }
+            )
+        }) {
+            let mut fresh = read_group(&groups, &name, &volume).await?;
+            if let (Some(f), Some(g)) = (fresh.as_mut(), group.as_ref()) {
+                // The status is still the one the last round decided (not yet written).
+                f.status = decided.group_status.clone().or_else(|| g.status.clone());
+            }
+            group = fresh;
+        } else if let Some(g) = group.as_mut() {
+            g.status = decided.group_status.clone();
+        }
+        previous = Some(decided.volume_status.clone());
+    };
+
+    // Statuses are compared with (and written over) what is stored.
+    let stored_group = match (&stored_group, &group) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(created)) => {
+            let mut c = created.clone();
+            c.status = None;
+            Some(c)
+        }
+        (None, None) => None,
+    };
+    if let (Some(g), Some(gs)) = (&stored_group, &decided.group_status) {
         ctx.metrics
             .lag_bytes
             .get_or_create(&crate::metrics::GroupLabels {

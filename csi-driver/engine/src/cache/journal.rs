@@ -13,8 +13,21 @@
 //! Replay ([`decode_all`]) stops at the first record that is torn or fails its
 //! checksum: such a record was never acknowledged.
 //!
-//! Caveat: [`Journal::reset`] (after a checkpoint) waits for the commit thread
-//! to be idle; callers hold off new appends meanwhile.
+//! The file is written over, not appended to, in the steady state: the commit
+//! thread extends it with zeros in [`GROW_BYTES`] steps ahead of the records,
+//! and [`Journal::reset`] (after a checkpoint) starts again at offset 0
+//! without shrinking the file. An fdatasync of blocks that are already
+//! allocated and written needs no filesystem metadata commit, which roughly
+//! doubles the rate of small synced writes compared with appending to a
+//! growing file. What lies past the newest record is zeros or records of an
+//! older generation: replay stops at the zeros (bad magic), at a torn or
+//! corrupt record, and the caller stops at the first record that does not
+//! continue the sequence (seq + 1, epoch not lower), which every record of
+//! an older generation fails. A reset zeroes the first header (and syncs)
+//! before anything new is written, so an empty journal replays as empty.
+//!
+//! Caveat: [`Journal::reset`] waits for the commit thread to be idle;
+//! callers hold off new appends meanwhile.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -27,6 +40,8 @@ use crate::types::WriteRecord;
 
 const MAGIC: u32 = 0x524f_414d; // "ROAM"
 const HEADER: usize = 4 + 4 + 8 + 8 + 8 + 4;
+/// How far ahead of the newest record the file is extended with zeros.
+pub const GROW_BYTES: u64 = 4 << 20;
 
 /// Encode one record in journal format, appending to `out`.
 pub fn encode(rec: &WriteRecord, out: &mut Vec<u8>) {
@@ -39,10 +54,11 @@ pub fn encode(rec: &WriteRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&rec.data);
 }
 
-/// Decode records from the start of `buf` up to the first invalid one.
+/// Decode records from the start of `buf` up to the first invalid one, or
+/// the first that does not continue the sequence (seq + 1, epoch not lower).
 /// Returns the records and the number of bytes they occupy.
 pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
-    let mut out = Vec::new();
+    let mut out: Vec<WriteRecord> = Vec::new();
     let mut pos = 0usize;
     while buf.len() - pos >= HEADER {
         let h = &buf[pos..pos + HEADER];
@@ -71,6 +87,13 @@ pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
         if !rec.crc_ok() {
             break;
         }
+        // A record that does not continue the one before it belongs to an
+        // older generation of the reused file.
+        if let Some(prev) = out.last()
+            && (rec.seq != prev.seq + 1 || rec.epoch < prev.epoch)
+        {
+            break;
+        }
         out.push(rec);
         pos += HEADER + len;
     }
@@ -89,8 +112,10 @@ pub struct Durable {
 struct Pending {
     buf: Vec<u8>,
     last_seq: u64,
-    /// Bytes written to the file so far.
+    /// Bytes of records written to the file so far (the write position).
     file_len: u64,
+    /// Bytes the file holds (written records and zeros past them).
+    allocated: u64,
     busy: bool,
     shutdown: bool,
 }
@@ -135,6 +160,7 @@ impl Journal {
                 buf: Vec::new(),
                 last_seq,
                 file_len: valid as u64,
+                allocated: valid as u64,
                 busy: false,
                 shutdown: false,
             }),
@@ -223,9 +249,14 @@ impl Journal {
         while p.busy || !p.buf.is_empty() {
             p = self.shared.idle.wait(p).unwrap_or_else(|e| e.into_inner());
         }
-        self.file
-            .resize(0)
-            .map_err(|e| EngineError::journal(&self.volume, "reset", e))?;
+        // Keep the file (its blocks stay allocated and written); make its
+        // first record invalid so it replays as empty until overwritten.
+        if p.allocated >= HEADER as u64 {
+            self.file
+                .write_at(0, &[0u8; HEADER])
+                .and_then(|()| self.file.sync())
+                .map_err(|e| EngineError::journal(&self.volume, "reset", e))?;
+        }
         p.file_len = 0;
         Ok(())
     }
@@ -256,7 +287,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn commit_loop(volume: &str, shared: &Shared, file: &dyn Backend) {
     let tx = &shared.durable_tx;
     loop {
-        let (buf, at, seq) = {
+        let (buf, at, seq, allocated) = {
             let mut p = lock(&shared.pending);
             while p.buf.is_empty() && !p.shutdown {
                 shared.idle.notify_all();
@@ -266,14 +297,25 @@ fn commit_loop(volume: &str, shared: &Shared, file: &dyn Backend) {
                 return;
             }
             p.busy = true;
-            (std::mem::take(&mut p.buf), p.file_len, p.last_seq)
+            (
+                std::mem::take(&mut p.buf),
+                p.file_len,
+                p.last_seq,
+                p.allocated,
+            )
         };
-        let result = file.write_at(at, &buf).and_then(|()| file.sync());
+        let end = at + buf.len() as u64;
+        let result = extend_with_zeros(file, allocated, end).and_then(|grown| {
+            file.write_at(at, &buf)?;
+            file.sync()?;
+            Ok(grown)
+        });
         let mut p = lock(&shared.pending);
         p.busy = false;
         match result {
-            Ok(()) => {
-                p.file_len = at + buf.len() as u64;
+            Ok(grown) => {
+                p.file_len = end;
+                p.allocated = grown;
                 tx.send_modify(|d| d.seq = d.seq.max(seq));
             }
             Err(e) => {
@@ -288,6 +330,24 @@ fn commit_loop(volume: &str, shared: &Shared, file: &dyn Backend) {
             shared.idle.notify_all();
         }
     }
+}
+
+/// Writes zeros from `allocated` so that the file holds at least `end`
+/// bytes plus [`GROW_BYTES`] of room when it is short of `end`; returns the
+/// file's new length. The caller's sync makes them durable with the records.
+fn extend_with_zeros(file: &dyn Backend, allocated: u64, end: u64) -> std::io::Result<u64> {
+    if end <= allocated {
+        return Ok(allocated);
+    }
+    let target = end + GROW_BYTES;
+    let zeros = vec![0u8; (1 << 20) as usize];
+    let mut at = allocated;
+    while at < target {
+        let n = (target - at).min(zeros.len() as u64) as usize;
+        file.write_at(at, &zeros[..n])?;
+        at += n as u64;
+    }
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -315,5 +375,71 @@ mod tests {
         bad[HEADER + 3 + HEADER] ^= 0xff;
         let (recs, _) = decode_all(&Bytes::from(bad));
         assert_eq!(recs.len(), 1);
+    }
+
+    #[test]
+    fn decode_stops_at_a_record_of_an_older_generation() {
+        let mut buf = Vec::new();
+        encode(&rec(11, b"new"), &mut buf);
+        encode(&rec(12, b"new"), &mut buf);
+        let new_end = buf.len();
+        // Left over from before a reset: valid on its own, out of sequence.
+        encode(&rec(3, b"old"), &mut buf);
+        encode(&rec(4, b"old"), &mut buf);
+        let (recs, valid) = decode_all(&Bytes::from(buf.clone()));
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![11, 12]);
+        assert_eq!(valid, new_end);
+        // Same next seq but a lower epoch (a diverged history) stops too.
+        let mut buf = Vec::new();
+        encode(
+            &WriteRecord::new(5, 3, 0, Bytes::from_static(b"a")),
+            &mut buf,
+        );
+        encode(
+            &WriteRecord::new(6, 2, 0, Bytes::from_static(b"b")),
+            &mut buf,
+        );
+        let (recs, _) = decode_all(&Bytes::from(buf));
+        assert_eq!(recs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reset_reuses_the_file_and_replays_only_the_new_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal");
+        let file: Arc<dyn Backend> =
+            Arc::new(crate::backend::FileBackend::open(&path).expect("open journal file"));
+        let (journal, replayed) = Journal::open("v", file.clone()).expect("open");
+        assert!(replayed.is_empty());
+        for seq in 1..=20 {
+            journal.append(&rec(seq, &[seq as u8; 100]));
+        }
+        journal.wait_durable(20).await.expect("durable");
+        let grown = file.size().expect("size");
+        assert!(grown >= GROW_BYTES, "the file is extended ahead: {grown}");
+
+        journal.reset().expect("reset");
+        assert_eq!(file.size().expect("size"), grown, "reset keeps the file");
+        // Written over the start of the older generation, in place.
+        for seq in 21..=23 {
+            journal.append(&rec(seq, &[seq as u8; 100]));
+        }
+        journal.wait_durable(23).await.expect("durable");
+        assert_eq!(file.size().expect("size"), grown, "no growth on reuse");
+        journal.shutdown();
+        drop(journal);
+        let (journal, replayed) = Journal::open("v", file.clone()).expect("reopen");
+        assert_eq!(
+            replayed.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![21, 22, 23],
+            "records of the older generation past the new ones are not replayed"
+        );
+        assert_eq!(&replayed[0].data[..], &[21u8; 100][..]);
+
+        journal.reset().expect("reset again");
+        journal.shutdown();
+        drop(journal);
+        let (_journal, replayed) = Journal::open("v", file).expect("reopen after reset");
+        assert!(replayed.is_empty(), "a reset journal replays as empty");
     }
 }

@@ -47,6 +47,39 @@ pub enum FrontendError {
     },
     #[error("unmount {path}: {cause}")]
     Unmount { path: PathBuf, cause: String },
+    #[error("volume {volume}: query its size: {source}")]
+    QuerySize {
+        volume: String,
+        source: super::target::TargetError,
+    },
+    #[error("volume {volume} is {current} bytes; refusing to shrink it to {requested}")]
+    ShrinkRefused {
+        volume: String,
+        current: u64,
+        requested: u64,
+    },
+    #[error("volume {volume}: invalidate the FUSE file's attributes: {source}")]
+    InvalidateAttributes {
+        volume: String,
+        source: std::io::Error,
+    },
+    #[error("stat {path}: {source}")]
+    StatExport {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} shows {seen} bytes after growing it to {expected}")]
+    SizeNotSeen {
+        path: PathBuf,
+        expected: u64,
+        seen: u64,
+    },
+    #[error("set the capacity of loop device {device}: {cause}")]
+    SetLoopCapacity { device: PathBuf, cause: String },
+    #[error("volume {volume}: resize task failed: {cause}")]
+    ResizeTask { volume: String, cause: String },
+    #[error("volume {volume} is not staged (its export is torn down)")]
+    NotStaged { volume: String },
     #[error("run {program}: {source}")]
     Spawn {
         program: String,

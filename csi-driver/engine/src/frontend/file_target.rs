@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -15,7 +16,7 @@ use super::target::{BlockTarget, TargetError, check_range};
 pub struct FileTarget {
     volume: String,
     file: Arc<File>,
-    size: u64,
+    size: AtomicU64,
 }
 
 impl FileTarget {
@@ -34,7 +35,7 @@ impl FileTarget {
         Ok(Self {
             volume: volume.to_owned(),
             file: Arc::new(file),
-            size,
+            size: AtomicU64::new(size),
         })
     }
 
@@ -58,11 +59,24 @@ impl BlockTarget for FileTarget {
     }
 
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// The file's length (grow it with `truncate`/`set_len`).
+    async fn refresh_size(&self) -> Result<u64, TargetError> {
+        let size = self
+            .blocking(|f| Ok(f.metadata()?.len()))
+            .await
+            .map_err(|cause| TargetError::QuerySize {
+                volume: self.volume.clone(),
+                cause,
+            })?;
+        self.size.store(size, Ordering::Release);
+        Ok(size)
     }
 
     async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, TargetError> {
-        check_range(&self.volume, "read", offset, u64::from(len), self.size)?;
+        check_range(&self.volume, "read", offset, u64::from(len), self.size())?;
         self.blocking(move |f| {
             let mut buf = vec![0u8; len as usize];
             f.read_exact_at(&mut buf, offset)?;
@@ -79,7 +93,7 @@ impl BlockTarget for FileTarget {
 
     async fn write_at(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), TargetError> {
         let len = data.len() as u64;
-        check_range(&self.volume, "write", offset, len, self.size)?;
+        check_range(&self.volume, "write", offset, len, self.size())?;
         self.blocking(move |f| {
             f.write_all_at(&data, offset)?;
             if fua {

@@ -7,16 +7,24 @@
 //! finishes. The file is opened with `FOPEN_DIRECT_IO` (no page cache between
 //! the loop device and the target) and `FOPEN_PARALLEL_DIRECT_WRITES` (the
 //! kernel does not serialize writes to it).
+//!
+//! The file's size is held in one shared atomic ([`ExportedSize`]) rather
+//! than asked of the target on every request, so that growing a volume is
+//! one deliberate step: [`ExportedSize::grow`] stores the larger size (a
+//! shrink is refused), tells the kernel to drop the inode's cached
+//! attributes, and stats the file so the kernel's idea of its size (which
+//! the loop driver reads) is the new one.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    Generation, INodeNo, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     WriteFlags,
 };
 use tokio::runtime::Handle;
@@ -29,6 +37,8 @@ use super::target::{BlockTarget, TargetError};
 pub const VOLUME_FILE_NAME: &str = "volume";
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
+/// Background (asynchronous) requests the kernel keeps in flight.
+const MAX_BACKGROUND: u16 = 64;
 /// Threads reading requests off `/dev/fuse`.
 const FUSE_THREADS: usize = 2;
 const FILE_INO: INodeNo = INodeNo(2);
@@ -36,16 +46,21 @@ const ATTR_TTL: Duration = Duration::from_secs(3600);
 
 struct VolumeFs {
     target: Arc<dyn BlockTarget>,
+    size: Arc<AtomicU64>,
     runtime: Handle,
     created: SystemTime,
 }
 
 impl VolumeFs {
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
         let (kind, size, perm, nlink) = if ino == INodeNo::ROOT {
             (FileType::Directory, 0, 0o755, 2)
         } else if ino == FILE_INO {
-            (FileType::RegularFile, self.target.size(), 0o600, 1)
+            (FileType::RegularFile, self.size(), 0o600, 1)
         } else {
             return None;
         };
@@ -92,6 +107,15 @@ impl Filesystem for VolumeFs {
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             let _ = config.set_max_write(nearest);
         }
+        // The loop driver's direct I/O reaches FUSE as asynchronous
+        // (background) requests; the kernel's default of 12 in flight caps a
+        // deep queue well below what the target can take.
+        if let Err(nearest) = config.set_max_background(MAX_BACKGROUND) {
+            let _ = config.set_max_background(nearest);
+        }
+        if let Err(nearest) = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4) {
+            let _ = config.set_congestion_threshold(nearest);
+        }
         Ok(())
     }
 
@@ -131,7 +155,7 @@ impl Filesystem for VolumeFs {
     ) {
         // The size is the volume's; everything else is fixed.
         match (self.attr(ino), size) {
-            (Some(_), Some(s)) if s != self.target.size() => reply.error(Errno::EPERM),
+            (Some(_), Some(s)) if s != self.size() => reply.error(Errno::EPERM),
             (Some(attr), _) => reply.attr(&ATTR_TTL, &attr),
             (None, _) => reply.error(Errno::ENOENT),
         }
@@ -161,7 +185,7 @@ impl Filesystem for VolumeFs {
         if ino != FILE_INO {
             return reply.error(Errno::EISDIR);
         }
-        let volume_size = self.target.size();
+        let volume_size = self.size();
         if offset >= volume_size {
             return reply.data(&[]);
         }
@@ -257,7 +281,7 @@ impl Filesystem for VolumeFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks = self.target.size() / 4096;
+        let blocks = self.size() / 4096;
         reply.statfs(blocks, 0, 0, 2, 0, 4096, 255, 4096);
     }
 
@@ -275,11 +299,69 @@ impl Filesystem for VolumeFs {
     }
 }
 
+/// The exported file's size, shared by the FUSE request handlers and the
+/// owner of the export. Cloning shares it.
+#[derive(Clone)]
+pub struct ExportedSize {
+    volume: String,
+    bytes: Arc<AtomicU64>,
+    notifier: Notifier,
+    file: PathBuf,
+}
+
+impl ExportedSize {
+    /// The size the file shows now.
+    pub fn get(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Makes the file `new_size` bytes long as the kernel sees it. Refuses a
+    /// shrink (nothing changes then); the same size is a no-op. Blocking: it
+    /// stats the file through the kernel.
+    pub fn grow(&self, new_size: u64) -> Result<u64, FrontendError> {
+        let current = self.get();
+        if new_size < current {
+            return Err(FrontendError::ShrinkRefused {
+                volume: self.volume.clone(),
+                current,
+                requested: new_size,
+            });
+        }
+        if new_size == current {
+            return Ok(current);
+        }
+        self.bytes.store(new_size, Ordering::Release);
+        // Attributes only (offset < 0): there is no page cache to drop.
+        self.notifier
+            .inval_inode(FILE_INO, -1, 0)
+            .map_err(|source| FrontendError::InvalidateAttributes {
+                volume: self.volume.clone(),
+                source,
+            })?;
+        let seen = std::fs::metadata(&self.file)
+            .map_err(|source| FrontendError::StatExport {
+                path: self.file.clone(),
+                source,
+            })?
+            .len();
+        if seen != new_size {
+            return Err(FrontendError::SizeNotSeen {
+                path: self.file.clone(),
+                expected: new_size,
+                seen,
+            });
+        }
+        info!(volume = %self.volume, size = new_size, "FUSE export grown");
+        Ok(new_size)
+    }
+}
+
 /// A mounted FUSE export. Unmount with [`FuseExport::unmount`]; dropping it
 /// unmounts too.
 pub struct FuseExport {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    size: ExportedSize,
 }
 
 impl FuseExport {
@@ -291,8 +373,10 @@ impl FuseExport {
         runtime: Handle,
     ) -> Result<Self, FrontendError> {
         let volume = target.volume_id().to_owned();
+        let size = Arc::new(AtomicU64::new(target.size()));
         let fs = VolumeFs {
             target,
+            size: Arc::clone(&size),
             runtime,
             created: SystemTime::now().max(UNIX_EPOCH),
         };
@@ -314,10 +398,22 @@ impl FuseExport {
             }
         })?;
         info!(volume, mountpoint = %mountpoint.display(), "FUSE export mounted");
+        let size = ExportedSize {
+            volume,
+            bytes: size,
+            notifier: session.notifier(),
+            file: mountpoint.join(VOLUME_FILE_NAME),
+        };
         Ok(Self {
             session: Some(session),
             mountpoint: mountpoint.to_owned(),
+            size,
         })
+    }
+
+    /// The exported file's size, to read or grow.
+    pub fn size(&self) -> &ExportedSize {
+        &self.size
     }
 
     /// Path of the volume file inside the export.

@@ -48,6 +48,11 @@ impl BlockTarget for LocalTarget {
         self.volume.size()
     }
 
+    /// The volume handle's size is live (an expansion updates it).
+    async fn refresh_size(&self) -> Result<u64, TargetError> {
+        Ok(self.volume.size())
+    }
+
     async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, TargetError> {
         check_range(&self.id, "read", offset, u64::from(len), self.size())?;
         let data = self

@@ -8,6 +8,8 @@
 //! [`TargetError::StaleEpoch`] (EIO to the kernel) and never retries it
 //! elsewhere on its own, so a fenced old primary can't take a write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use roam_proto::storage::storage_client::StorageClient;
 use roam_proto::storage::{FlushRequest, GetReplicaRequest, ReadRequest, WriteRequest};
@@ -24,7 +26,7 @@ pub struct RemoteTarget {
     client: StorageClient<Channel>,
     volume: String,
     epoch: u64,
-    size: u64,
+    size: AtomicU64,
 }
 
 impl RemoteTarget {
@@ -42,27 +44,17 @@ impl RemoteTarget {
 
     /// Uses an existing channel (for example one set up with mTLS).
     pub async fn over(channel: Channel, volume: &str, epoch: u64) -> Result<Self, TargetError> {
-        let mut client = StorageClient::new(channel)
+        let client = StorageClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let status = client
-            .get_replica(GetReplicaRequest {
-                volume_id: volume.to_owned(),
-            })
-            .await
-            .map_err(|s| TargetError::Read {
-                volume: volume.to_owned(),
-                offset: 0,
-                len: 0,
-                cause: format!("GetReplica: {}: {}", s.code(), s.message()),
-            })?
-            .into_inner();
-        Ok(Self {
+        let target = Self {
             client,
             volume: volume.to_owned(),
             epoch,
-            size: status.size_bytes,
-        })
+            size: AtomicU64::new(0),
+        };
+        target.refresh_size().await?;
+        Ok(target)
     }
 
     /// The epoch this target sends with every request.
@@ -100,11 +92,29 @@ impl BlockTarget for RemoteTarget {
     }
 
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Asks the primary's storage system (GetReplica).
+    async fn refresh_size(&self) -> Result<u64, TargetError> {
+        let status = self
+            .client
+            .clone()
+            .get_replica(GetReplicaRequest {
+                volume_id: self.volume.clone(),
+            })
+            .await
+            .map_err(|s| TargetError::QuerySize {
+                volume: self.volume.clone(),
+                cause: format!("GetReplica: {}: {}", s.code(), s.message()),
+            })?
+            .into_inner();
+        self.size.store(status.size_bytes, Ordering::Release);
+        Ok(status.size_bytes)
     }
 
     async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, TargetError> {
-        check_range(&self.volume, "read", offset, u64::from(len), self.size)?;
+        check_range(&self.volume, "read", offset, u64::from(len), self.size())?;
         let request = ReadRequest {
             volume_id: self.volume.clone(),
             epoch: self.epoch,
@@ -133,7 +143,7 @@ impl BlockTarget for RemoteTarget {
 
     async fn write_at(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), TargetError> {
         let len = data.len() as u64;
-        check_range(&self.volume, "write", offset, len, self.size)?;
+        check_range(&self.volume, "write", offset, len, self.size())?;
         let request = WriteRequest {
             volume_id: self.volume.clone(),
             epoch: self.epoch,

@@ -7,6 +7,11 @@
 //! filesystem (which writes itself out through the target), detaches the
 //! loop device, and unmounts the FUSE export, joining its threads. A stage
 //! that fails half way undoes what it had done before returning the error.
+//!
+//! Growing (NodeExpandVolume): once the volume behind the target was
+//! expanded, [`StagedVolume::grow`] makes the FUSE file and then the loop
+//! device show the new size. It never touches the filesystem: growing that
+//! (resize2fs, xfs_growfs) is the caller's next step. A shrink is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +21,38 @@ use tracing::{error, instrument, warn};
 
 use super::error::FrontendError;
 use super::filesystem::{self, FsType};
-use super::fuse_export::FuseExport;
-use super::loop_device::LoopDevice;
+use super::fuse_export::{ExportedSize, FuseExport};
+use super::loop_device::{self, LoopDevice};
 use super::target::BlockTarget;
+
+/// Grows a FUSE export and the loop device over it to the size `target`
+/// reports now; see [`StagedVolume::grow`]. Also for stacks without a
+/// filesystem (raw block volumes).
+pub async fn grow_export(
+    target: &Arc<dyn BlockTarget>,
+    fuse: &FuseExport,
+    device: &LoopDevice,
+) -> Result<u64, FrontendError> {
+    let volume = target.volume_id().to_owned();
+    let new_size = target
+        .refresh_size()
+        .await
+        .map_err(|source| FrontendError::QuerySize {
+            volume: volume.clone(),
+            source,
+        })?;
+    let size: ExportedSize = fuse.size().clone();
+    let device = device.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        size.grow(new_size)?;
+        loop_device::set_capacity(&device)
+    })
+    .await
+    .map_err(|e| FrontendError::ResizeTask {
+        volume,
+        cause: e.to_string(),
+    })?
+}
 
 /// How to stage a volume.
 #[derive(Debug, Clone)]
@@ -35,6 +69,7 @@ pub struct StageOptions {
 /// The mounted stack; see the module doc.
 pub struct StagedVolume {
     volume: String,
+    target: Arc<dyn BlockTarget>,
     mount_path: PathBuf,
     mounted: bool,
     formatted: bool,
@@ -60,6 +95,7 @@ impl StagedVolume {
         }
         let mut staged = StagedVolume {
             volume: target.volume_id().to_owned(),
+            target: Arc::clone(&target),
             mount_path: options.mount_path.clone(),
             mounted: false,
             formatted: false,
@@ -95,6 +131,24 @@ impl StagedVolume {
     /// The loop device the filesystem is mounted from.
     pub fn device(&self) -> Option<&Path> {
         self.loop_device.as_ref().map(LoopDevice::path)
+    }
+
+    /// Grows the exported volume to the size its target reports now: asks
+    /// the target (the replica handle, the primary's storage system via
+    /// GetReplica, or the file's length), makes the FUSE file show that size
+    /// and sets the loop device's capacity to it. Returns the loop device's
+    /// new size in bytes. Does not touch the filesystem on it. A target that
+    /// reports less than the exported size is refused with
+    /// [`FrontendError::ShrinkRefused`] and nothing changes. Calling it again
+    /// with no expansion in between is a no-op that returns the same size.
+    #[instrument(skip_all, fields(volume = %self.volume))]
+    pub async fn grow(&self) -> Result<u64, FrontendError> {
+        let (Some(fuse), Some(device)) = (&self.fuse, &self.loop_device) else {
+            return Err(FrontendError::NotStaged {
+                volume: self.volume.clone(),
+            });
+        };
+        grow_export(&self.target, fuse, device).await
     }
 
     /// Tears the stack down in order; the first error is returned after every

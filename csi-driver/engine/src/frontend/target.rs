@@ -23,6 +23,8 @@ pub enum TargetError {
     },
     #[error("flush of volume {volume} failed: {cause}")]
     Flush { volume: String, cause: String },
+    #[error("query the size of volume {volume} failed: {cause}")]
+    QuerySize { volume: String, cause: String },
     #[error(
         "volume {volume}: epoch {epoch} is stale or this storage system is no longer primary ({cause}); \
          the host must log in again"
@@ -42,7 +44,7 @@ pub enum TargetError {
     },
 }
 
-/// A volume as a host sees it: a fixed-size array of bytes.
+/// A volume as a host sees it: an array of bytes that only grows.
 ///
 /// Implementations must be safe to call concurrently: the FUSE export issues
 /// many requests at once. A write that returns `Ok` is held by the storage
@@ -53,8 +55,12 @@ pub enum TargetError {
 pub trait BlockTarget: Send + Sync + 'static {
     /// The volume's id, for logs.
     fn volume_id(&self) -> &str;
-    /// Size in bytes (fixed while the target is open).
+    /// Size in bytes as last learned (at open, or by [`Self::refresh_size`]).
     fn size(&self) -> u64;
+    /// Asks the storage behind the target for the volume's current size
+    /// (after an expansion), remembers it for [`Self::size`] and returns it.
+    /// A smaller size than before is returned as is; the caller decides.
+    async fn refresh_size(&self) -> Result<u64, TargetError>;
     async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, TargetError>;
     async fn write_at(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), TargetError>;
     async fn flush(&self) -> Result<(), TargetError>;

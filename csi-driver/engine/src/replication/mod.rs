@@ -74,6 +74,9 @@ pub(crate) struct MemberTrack {
     /// Last position the member reported.
     pub reported_seq: u64,
     pub message: String,
+    /// Bytes of region data copied to this member (resyncs and full copies)
+    /// since this replica became its primary.
+    pub resync_bytes: u64,
 }
 
 impl MemberTrack {
@@ -89,6 +92,7 @@ impl MemberTrack {
             connected: false,
             reported_seq: 0,
             message: String::new(),
+            resync_bytes: 0,
         }
     }
 
@@ -393,6 +397,7 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
                 lag_seconds,
                 applied_seq: applied,
                 message: m.message.clone(),
+                resync_bytes: m.resync_bytes,
             }
         })
         .collect()

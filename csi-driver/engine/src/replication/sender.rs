@@ -320,11 +320,15 @@ async fn resync_copy(
             return Ok(Some(seq));
         }
         copied += regions.regions();
-        send_regions(inner, endpoint, link, epoch, &regions, size).await?;
+        let sent = send_regions(inner, endpoint, link, epoch, &regions, size).await?;
+        if let Some(m) = inner.lock().members.get_mut(dc) {
+            m.resync_bytes += sent;
+        }
     }
 }
 
 /// Send the regions of `map`, batched and pipelined, and wait for every ack.
+/// Returns the bytes of region data sent.
 async fn send_regions(
     inner: &Arc<Inner>,
     endpoint: &str,
@@ -332,7 +336,8 @@ async fn send_regions(
     epoch: u64,
     map: &DirtyMap,
     size: u64,
-) -> Result<()> {
+) -> Result<u64> {
+    let mut sent = 0u64;
     let per_batch = (inner.config.batch_bytes / REGION_SIZE).max(1) as usize;
     let regions: Vec<u64> = map.iter().collect();
     let mut in_flight = 0usize;
@@ -362,6 +367,7 @@ async fn send_regions(
                 })?
                 .map_err(|e| EngineError::backend(&inner.id, "read", e))?;
             let crc = crc32c::crc32c(&buf);
+            sent += buf.len() as u64;
             batch.push(Region {
                 offset,
                 data: buf.into(),
@@ -384,7 +390,7 @@ async fn send_regions(
         recv_done(inner, endpoint, link).await?;
         in_flight -= 1;
     }
-    Ok(())
+    Ok(sent)
 }
 
 async fn recv_done(inner: &Inner, endpoint: &str, link: &mut PeerLink) -> Result<()> {
