@@ -481,3 +481,85 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_files() -> TestResult
+{
+    let cluster = TestCluster::get().await?;
+    let ns = TestNamespace::create(&cluster, "e2e").await?;
+    let class = format!("roam-{}", ns.name());
+    cluster
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            &storage_class(
+                &class,
+                json!({ "dataCenters": "dc-b,dc-c", "transferType": "Sync", "fsType": "ext4" }),
+            ),
+        )
+        .await?;
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pvc("data", &class, Mode::Filesystem, "64Mi"),
+        )
+        .await?;
+    let (writer, reader) = scripts(Mode::Filesystem);
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("writer", "dc-b", "data", Mode::Filesystem, &writer),
+        )
+        .await?;
+    let written = run_to_completion(&cluster, ns.name(), "writer").await?;
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
+        .await?;
+
+    cluster
+        .kubectl(&[
+            "patch",
+            "pvc",
+            "-n",
+            ns.name(),
+            "data",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"192Mi"}}}}"#,
+        ])
+        .await?;
+    // The external-resizer grows the volume; the filesystem follows when the
+    // next pod's node stages it.
+    let reader = format!("{reader}; df -k /data | tail -1");
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("reader", "dc-c", "data", Mode::Filesystem, &reader),
+        )
+        .await?;
+    let read = run_to_completion(&cluster, ns.name(), "reader").await?;
+    let (sums, df) = read
+        .trim_end()
+        .rsplit_once('\n')
+        .ok_or_else(|| format!("no df line in {read:?}"))?;
+    assert_eq!(
+        format!("{sums}\n"),
+        written,
+        "every file survives the growth"
+    );
+    let kib: u64 = df
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .ok_or_else(|| format!("no size in df line {df:?}"))?;
+    assert!(
+        kib > 150 * 1024,
+        "the filesystem fills the grown volume ({kib} KiB)"
+    );
+
+    delete_pod_and_claim(&cluster, ns.name(), "reader").await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
+        .await?;
+    Ok(())
+}

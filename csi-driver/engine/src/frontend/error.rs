@@ -39,6 +39,8 @@ pub enum FrontendError {
         fs_type: String,
         cause: String,
     },
+    #[error("grow the ext4 filesystem on {device} before mounting it: {cause}")]
+    GrowExt4 { device: PathBuf, cause: String },
     #[error("mount {device} at {path}: {cause}")]
     Mount {
         device: PathBuf,

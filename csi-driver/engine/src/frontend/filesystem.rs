@@ -147,6 +147,61 @@ pub fn format_if_unformatted(device: &Path, fs_type: FsType) -> Result<bool, Fro
     }
 }
 
+/// Size in bytes of the ext4 filesystem whose first 2 KiB are `head`
+/// (the superblock sits at byte 1024), or `None` when it is not ext4.
+pub fn ext4_size(head: &[u8]) -> Option<u64> {
+    let sb = head.get(1024..2048)?;
+    let u32_at = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().unwrap_or_default());
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let block_size = 1024u64.checked_shl(u32_at(0x18))?;
+    let mut blocks = u64::from(u32_at(0x04));
+    const INCOMPAT_64BIT: u32 = 0x80;
+    if u32_at(0x60) & INCOMPAT_64BIT != 0 {
+        blocks |= u64::from(u32_at(0x150)) << 32;
+    }
+    blocks.checked_mul(block_size)
+}
+
+/// Grows an unmounted ext4 filesystem on `device` to fill it, when the
+/// device grew since the filesystem was made (an expansion while the volume
+/// was not staged). Offline, because ext4's online resize needs
+/// CAP_SYS_RESOURCE on top of CAP_SYS_ADMIN; a check first, because
+/// resize2fs refuses a filesystem that was not checked since it was last
+/// mounted. Returns whether it grew.
+pub fn grow_ext4_before_mount(device: &Path) -> Result<bool, FrontendError> {
+    let fail = |cause: String| FrontendError::GrowExt4 {
+        device: device.to_owned(),
+        cause,
+    };
+    let mut head = vec![0u8; 2048];
+    std::fs::File::open(device)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_err(|e| fail(format!("read the superblock: {e}")))?;
+    let fs_bytes = ext4_size(&head).ok_or_else(|| fail("no ext4 superblock".into()))?;
+    let device_bytes = super::loop_device::size_bytes(device)?;
+    // mkfs may leave a few MiB at the end unused (a last block group too
+    // small to keep); only a real expansion is worth a full check.
+    if device_bytes <= fs_bytes + (16 << 20) {
+        return Ok(false);
+    }
+    let check = run(
+        "e2fsck",
+        Command::new("e2fsck").args(["-f", "-p"]).arg(device),
+    )?;
+    // 0: clean; 1: errors corrected. Anything else needs a person.
+    if !matches!(check.status.code(), Some(0 | 1)) {
+        return Err(fail(format!("e2fsck: {}", stderr_of(&check))));
+    }
+    let grow = run("resize2fs", Command::new("resize2fs").arg(device))?;
+    if !grow.status.success() {
+        return Err(fail(format!("resize2fs: {}", stderr_of(&grow))));
+    }
+    info!(device = %device.display(), from = fs_bytes, to = device_bytes, "ext4 grown before mount");
+    Ok(true)
+}
+
 /// Mounts `device` at `path` (an existing directory).
 pub fn mount(
     device: &Path,
@@ -202,6 +257,24 @@ mod tests {
             Probe::Other("PTTYPE=gpt".into())
         );
         assert_eq!(parse_probe("DEVNAME=/dev/loop0\n"), Probe::Empty);
+    }
+
+    #[test]
+    fn ext4_size_is_read_from_the_superblock() {
+        let mut head = vec![0u8; 2048];
+        let sb = &mut head[1024..];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x04..0x08].copy_from_slice(&16384u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes()); // 4 KiB blocks
+        assert_eq!(ext4_size(&head), Some(64 << 20));
+        // 64-bit block counts use the high word.
+        head[1024 + 0x60..1024 + 0x64].copy_from_slice(&0x80u32.to_le_bytes());
+        head[1024 + 0x150..1024 + 0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(ext4_size(&head), Some(((1u64 << 32) + 16384) * 4096));
+        // Not ext4, or too short.
+        head[1024 + 0x38] = 0;
+        assert_eq!(ext4_size(&head), None);
+        assert_eq!(ext4_size(&head[..100]), None);
     }
 
     #[test]

@@ -109,6 +109,9 @@ impl StagedVolume {
         let device_path = device.path().to_owned();
         staged.loop_device = Some(device);
         staged.formatted = filesystem::format_if_unformatted(&device_path, options.fs_type)?;
+        if !staged.formatted && options.fs_type == FsType::Ext4 {
+            filesystem::grow_ext4_before_mount(&device_path)?;
+        }
         filesystem::mount(
             &device_path,
             &options.mount_path,
