@@ -204,6 +204,28 @@ fn scripts(mode: Mode) -> (String, String) {
     }
 }
 
+/// A namespace of its own with a claim `data` of `size` on a StorageClass of
+/// its own with these parameters.
+async fn claim_on_own_class(
+    class_params: serde_json::Value,
+    mode: Mode,
+    size: &str,
+) -> Result<(TestCluster, TestNamespace, String), Box<dyn std::error::Error>> {
+    let cluster = TestCluster::get().await?;
+    let ns = TestNamespace::create(&cluster, "e2e").await?;
+    let class = format!("roam-{}", ns.name());
+    cluster
+        .kubectl_with_input(&["apply", "-f", "-"], &storage_class(&class, class_params))
+        .await?;
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pvc("data", &class, mode, size),
+        )
+        .await?;
+    Ok((cluster, ns, class))
+}
+
 /// Deletes the pod, then its claim `data` (and with it, the volume), each
 /// waited for.
 async fn delete_pod_and_claim(cluster: &TestCluster, ns: &str, pod: &str) -> TestResult {
@@ -225,18 +247,7 @@ async fn data_follows_the_pod(
     from: &str,
     to: &str,
 ) -> TestResult {
-    let cluster = TestCluster::get().await?;
-    let ns = TestNamespace::create(&cluster, "e2e").await?;
-    let class = format!("roam-{}", ns.name());
-    cluster
-        .kubectl_with_input(&["apply", "-f", "-"], &storage_class(&class, class_params))
-        .await?;
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pvc("data", &class, mode, "64Mi"),
-        )
-        .await?;
+    let (cluster, ns, class) = claim_on_own_class(class_params, mode, "64Mi").await?;
 
     let (writer, reader) = scripts(mode);
     cluster
@@ -350,27 +361,15 @@ async fn filesystem_kib(
 
 #[tokio::test]
 async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> TestResult {
-    let cluster = TestCluster::get().await?;
-    let ns = TestNamespace::create(&cluster, "e2e").await?;
-    let class = format!("roam-{}", ns.name());
-    cluster
-        .kubectl_with_input(
-            &["apply", "-f", "-"],
-            &storage_class(
-                &class,
-                // xfs grows online with CAP_SYS_ADMIN alone; ext4's online
-                // resize also needs CAP_SYS_RESOURCE (see docs/csi-conformance.md).
-                json!({ "dataCenters": "dc-a,dc-c", "transferType": "Sync", "fsType": "xfs" }),
-            ),
-        )
-        .await?;
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            // xfs needs 300 MB at least.
-            &pvc("data", &class, Mode::Filesystem, "320Mi"),
-        )
-        .await?;
+    // xfs grows online with CAP_SYS_ADMIN alone; ext4's online resize also
+    // needs CAP_SYS_RESOURCE (see docs/csi-conformance.md). xfs needs 300 MB
+    // at least.
+    let (cluster, ns, class) = claim_on_own_class(
+        json!({ "dataCenters": "dc-a,dc-c", "transferType": "Sync", "fsType": "xfs" }),
+        Mode::Filesystem,
+        "320Mi",
+    )
+    .await?;
     let script = "set -e; head -c 8388608 /dev/urandom > /data/blob; sync; \
                   md5sum /data/blob > /tmp/written; sleep 3600";
     cluster
@@ -485,24 +484,12 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
 #[tokio::test]
 async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_files() -> TestResult
 {
-    let cluster = TestCluster::get().await?;
-    let ns = TestNamespace::create(&cluster, "e2e").await?;
-    let class = format!("roam-{}", ns.name());
-    cluster
-        .kubectl_with_input(
-            &["apply", "-f", "-"],
-            &storage_class(
-                &class,
-                json!({ "dataCenters": "dc-b,dc-c", "transferType": "Sync", "fsType": "ext4" }),
-            ),
-        )
-        .await?;
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pvc("data", &class, Mode::Filesystem, "64Mi"),
-        )
-        .await?;
+    let (cluster, ns, class) = claim_on_own_class(
+        json!({ "dataCenters": "dc-b,dc-c", "transferType": "Sync", "fsType": "ext4" }),
+        Mode::Filesystem,
+        "64Mi",
+    )
+    .await?;
     let (writer, reader) = scripts(Mode::Filesystem);
     cluster
         .kubectl_with_input(
