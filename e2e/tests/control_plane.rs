@@ -27,7 +27,21 @@ fn widget_resource() -> ApiResource {
 async fn install_widget_crd(cluster: &TestCluster) -> Result<(), Error> {
     let crd = repo_root().join("e2e/testdata/widget-crd.yaml");
     let crd = crd.to_str().expect("the repository path is UTF-8");
-    cluster.kubectl(&["apply", "-f", crd]).await?;
+    // Both tests install it, possibly at once: server-side apply, and one
+    // more try if the other test's create won the race.
+    let apply = [
+        "apply",
+        "--server-side",
+        "--field-manager=roam-tests",
+        "-f",
+        crd,
+    ];
+    if let Err(e) = cluster.kubectl(&apply).await {
+        if !e.to_string().contains("AlreadyExists") {
+            return Err(e);
+        }
+        cluster.kubectl(&apply).await?;
+    }
     cluster
         .kubectl(&[
             "wait",
