@@ -172,7 +172,7 @@ PROFILE_NOTES = """
 ## Where the time goes
 
 Measured on the machine above (2 shared cores, one virtio disk under ext4),
-with other engineers' builds and a test cluster running on the same cores
+with other builds and a test cluster running on the same cores
 and disk (see the load averages beside the figures): figures move by 30% and
 more between runs, and a loaded run hurts the cases with the most hops most.
 The same binaries in a full run 15 minutes earlier, at load 8-11, gave
