@@ -386,8 +386,9 @@ impl NodeService {
             }
             return Ok(Arc::new(LocalTarget::new(volume, context.epoch)));
         }
-        let unreachable = |cause: String| TargetError::QuerySize {
+        let unreachable = |cause: String| TargetError::Connect {
             volume: context.volume_id.clone(),
+            endpoint: context.storage_endpoint.clone(),
             cause,
         };
         let channel = self
@@ -397,7 +398,7 @@ impl NodeService {
             .map_err(|e| unreachable(format!("{e:#}")))?
             .connect()
             .await
-            .map_err(|e| unreachable(format!("connect to {}: {e:#}", context.storage_endpoint)))?;
+            .map_err(|e| unreachable(format!("{e:#}")))?;
         let remote = RemoteTarget::over(channel, &context.volume_id, context.epoch).await?;
         Ok(Arc::new(remote))
     }

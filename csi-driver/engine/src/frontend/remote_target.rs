@@ -77,11 +77,10 @@ impl RemoteTarget {
 }
 
 fn connect_error(volume: &str, endpoint: &str, cause: &str) -> TargetError {
-    TargetError::Read {
+    TargetError::Connect {
         volume: volume.to_owned(),
-        offset: 0,
-        len: 0,
-        cause: format!("connect to {endpoint}: {cause}"),
+        endpoint: endpoint.to_owned(),
+        cause: cause.to_owned(),
     }
 }
 

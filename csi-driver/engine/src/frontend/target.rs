@@ -23,6 +23,12 @@ pub enum TargetError {
     },
     #[error("flush of volume {volume} failed: {cause}")]
     Flush { volume: String, cause: String },
+    #[error("connect volume {volume} to storage system {endpoint}: {cause}")]
+    Connect {
+        volume: String,
+        endpoint: String,
+        cause: String,
+    },
     #[error("query the size of volume {volume} failed: {cause}")]
     QuerySize { volume: String, cause: String },
     #[error(
