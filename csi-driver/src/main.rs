@@ -44,6 +44,8 @@ fn main() -> ExitCode {
     let is_admin = matches!(cli.command, Command::Admin(_));
     let default_level = if is_admin { "warn" } else { "info" };
     tracing_subscriber::fmt()
+        // Colour codes only for a terminal: logs collected by the kubelet stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

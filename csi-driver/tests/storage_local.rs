@@ -744,3 +744,67 @@ async fn mutual_tls_between_storage_systems_and_the_admin_cli() {
     );
     assert!(!ok, "plaintext reached a TLS-only server");
 }
+
+/// A replica larger than the free space of the storage system's disk is
+/// refused up front, with the sizes in the message, and leaves nothing behind:
+/// no replica, no directory, no blocks taken from the other replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_larger_than_the_free_disk_is_refused_and_leaves_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = StorageProcess::start(root.path(), "a");
+    let mut ca = a.client().await;
+    let free = ca
+        .get_info(GetInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner()
+        .free_bytes;
+    let too_big = (free / 512 + 1024 * 1024) * 512;
+    let err = ca
+        .create_replica(CreateReplicaRequest {
+            volume_id: VOL.into(),
+            size_bytes: too_big,
+        })
+        .await
+        .expect_err("a replica larger than the disk was created");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("no space")
+            && err.message().contains(&too_big.to_string())
+            && err.message().contains("bytes free under"),
+        "the message names the problem, the size asked and the space free: {}",
+        err.message()
+    );
+    let missing = ca
+        .get_replica(GetReplicaRequest {
+            volume_id: VOL.into(),
+        })
+        .await
+        .expect_err("the refused replica exists");
+    assert_eq!(missing.code(), Code::NotFound);
+    let leftovers: Vec<_> = walk(&a.dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(VOL))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    // The same storage system still creates a replica that fits.
+    ca.create_replica(CreateReplicaRequest {
+        volume_id: VOL.into(),
+        size_bytes: SIZE,
+    })
+    .await
+    .expect("a replica that fits");
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

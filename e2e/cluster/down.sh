@@ -19,12 +19,16 @@ source "$here/lib-net.sh"
 ROAM_LOG_TAG=down
 
 # Loop devices the nodes attached that are still there once every node is
-# gone: any whose backing file lies in a node's directories.
+# gone: any whose backing file lies in a node's directories, or is a node
+# plugin's FUSE export (/run/roam/csi/fuse/<volume>/volume). A pod still
+# running at `make down` keeps its volume's loop device; once the node plugin
+# and the node's mount namespace are gone the kernel names that file by its
+# path inside the dead FUSE mount: /volume.
 detach_leftover_loops() {
     local dev file _
     while read -r dev file _; do
         case "$file" in
-            "$ROAM_CLUSTER_DIR"/* | /var/lib/kubelet/* | /var/lib/roam/*)
+            "$ROAM_CLUSTER_DIR"/* | /var/lib/kubelet/* | /var/lib/roam/* | /run/roam/csi/fuse/*/volume | /volume)
                 log "detaching $dev ($file)"
                 losetup -d "$dev" || true
                 ;;

@@ -27,6 +27,23 @@ export KUBECONFIG="${KUBECONFIG:-$ROAM_CLUSTER_DIR/kubeconfig}"
 examples=1
 [[ "${1:-}" == "--no-examples" ]] && examples=0
 
+# When a step times out, show why: the state of Roam's objects, the events
+# (a replica that could not be created says why there), the components' last
+# log lines and the free space of the nodes' disks.
+report_failure() {
+    log "not ready after ${timeout}s; the cluster's state follows"
+    kubectl get nodes,datacenters,virtualvolumes,copyvolumegroups,pvc,pods -A -o wide || true
+    kubectl get events -A --field-selector type=Warning --sort-by=.lastTimestamp | tail -n 30 || true
+    kubectl describe virtualvolumes -A | grep -A4 -E '^Name:|Type: +Ready' || true
+    local pod
+    for pod in $(kubectl -n "$ns" get pods -o name 2>/dev/null); do
+        echo "--- $pod"
+        kubectl -n "$ns" logs "$pod" --all-containers --tail=25 --prefix || true
+    done
+    df -h "$ROAM_CLUSTER_DIR" || true
+}
+trap report_failure ERR
+
 begin=$SECONDS
 declare -A ref
 tarballs=()

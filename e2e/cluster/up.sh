@@ -39,6 +39,7 @@ need_commands() {
         exit 1
     fi
     ((EUID == 0)) || die "the local cluster needs root (namespaces, mounts, iptables)"
+    need_space
 }
 
 # Prints the names of our nodes that are Ready. $1 is a time (UTC, RFC 3339)
@@ -55,6 +56,20 @@ ready_nodes() {
 }
 
 all_ready() { [[ "$(ready_nodes "$@" | wc -l)" -eq "${#ROAM_NODES[@]}" ]]; }
+
+# The nodes keep their images (about 600 MB each) and every replica, which
+# takes its full size at once (preallocated), under $ROAM_CLUSTER_DIR. Below
+# this much free space the examples and the end-to-end suite cannot all get
+# their replicas; say so now rather than as a Degraded volume later.
+ROAM_MIN_FREE_GB="${ROAM_MIN_FREE_GB:-6}"
+need_space() {
+    mkdir -p "$ROAM_CLUSTER_DIR"
+    local free_kb
+    free_kb=$(df -Pk "$ROAM_CLUSTER_DIR" | awk 'NR == 2 { print $4 }')
+    ((free_kb >= ROAM_MIN_FREE_GB * 1024 * 1024)) ||
+        die "only $((free_kb / 1024)) MB free under $ROAM_CLUSTER_DIR; the local cluster needs ${ROAM_MIN_FREE_GB} GB (set ROAM_MIN_FREE_GB to override)"
+    log "$((free_kb / 1024 / 1024)) GB free under $ROAM_CLUSTER_DIR"
+}
 
 main() {
     local begin=$SECONDS node pids=() pid failed=0

@@ -49,6 +49,8 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
+        // Colour codes only for a terminal: logs collected by the kubelet stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

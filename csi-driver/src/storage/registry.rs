@@ -130,6 +130,20 @@ impl Registry {
                 requested: size,
             });
         }
+        // A replica that cannot fit is refused before it is allocated: the
+        // allocation would take every free block on the way to failing, and
+        // the other replicas on this disk would meet a full disk meanwhile.
+        let available = free_bytes(&self.root);
+        if size > available {
+            return Err(StorageError::CreateNoSpace {
+                volume: id.into(),
+                size,
+                source: std::io::Error::other(format!(
+                    "{available} bytes free under {}",
+                    self.root.display()
+                )),
+            });
+        }
         let dir = ReplicaDir::new(&self.root, id);
         let created = {
             let dir = dir.clone();
@@ -181,4 +195,11 @@ impl Registry {
             v.close().await;
         }
     }
+}
+
+/// Bytes an unprivileged writer may still allocate on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(u64::MAX)
 }

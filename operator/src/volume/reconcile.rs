@@ -6,7 +6,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::future::join_all;
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -162,7 +165,7 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
     let mut previous = vv.status.clone();
     let mut failure = None;
     let mut round = 0;
-    let decided = loop {
+    let mut decided = loop {
         round += 1;
         let replicas = match &group {
             Some(g) => observe(g).await,
@@ -247,10 +250,26 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
             .set(gs.lag_bytes as i64);
         apply::group_status(ctx, g, gs).await?;
     }
+    if let Some(e) = &failure {
+        explain_not_ready(&mut decided.volume_status.conditions, e);
+    }
     apply::volume_status(ctx, vv, &decided.volume_status).await?;
     match failure {
         Some(e) => Err(e),
         None => Ok(Requeue::requeue(decided.requeue)),
+    }
+}
+
+/// A volume that is not Ready because a step failed says which step and why
+/// in its Ready condition (a full disk on one data center, say), not only in
+/// an event that expires.
+fn explain_not_ready(conditions: &mut [Condition], failure: &Error) {
+    if let Some(ready) = conditions
+        .iter_mut()
+        .find(|c| c.type_ == conditions::READY && c.status == "False")
+    {
+        ready.reason = "ActionFailed".into();
+        ready.message = format!("{}; {failure}", ready.message);
     }
 }
 
