@@ -17,19 +17,23 @@
 #                     its node); each secondary is a `roam-csi storage`
 #                     process in its own network namespace with a delay
 #                     proxy in front of it
-#   gluster-replica2  GlusterFS replica 2, both bricks on this host
+#   gluster-replica2  GlusterFS replica 2, both bricks on this host; the
+#                     client (FUSE mount) in its own network namespace
+#                     reaches brick 2 through a delay proxy (brick 1 plays
+#                     the local disk)
 # Replicated cases run at 0 ms and again at BENCH_DELAY_RTT_MS added RTT.
 # Then: relocation of a Sync volume under write load, and a resync after a
 # partition (throughput, bytes moved against bytes written meanwhile).
 #
 # Selection (for profiling): BENCH_ONLY="step ..." runs only those steps;
-# BENCH_JOBS (default "wf rr sw") picks fio jobs; BENCH_REPLICATED (default
+# BENCH_JOBS (default "wf rr sw") picks fio jobs; BENCH_PROFILE=1 samples the
+# CPU during each job into $RAW/<case>@<rtt>.<job>.profile.txt; BENCH_REPLICATED (default
 # "roam-sync-2dc roam-async-2dc roam-sync-3dc") and BENCH_RTTS (default
 # "0 BENCH_DELAY_RTT_MS") pick the replicated cases.
 #
-# Needs root, fio, losetup, mkfs.ext4, nftables-free networking (ip netns),
-# glusterfs-server (optional). BENCH_SKIP_BUILD=1 uses the release binaries
-# already in target/release.
+# Needs root, fio, losetup, mkfs.ext4, ip netns; glusterfs-server and nft
+# for the Gluster case (optional; nft only inside its client's namespace).
+# BENCH_SKIP_BUILD=1 uses the release binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +58,7 @@ cleanup() {
   set +e
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  for m in $(grep -o "$WORK[^ ]*" /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
+  grep -o "${WORK}[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
   for dev in $(losetup -j "$WORK/local.img" -O NAME -n 2>/dev/null); do losetup -d "$dev"; done
   declare -F gluster_down >/dev/null && gluster_down
   declare -F roam_cluster_down >/dev/null && roam_cluster_down
@@ -67,6 +71,29 @@ if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release -p roam-csi --bins >&2
 fi
 
+# run_fio OUT FIO-ARGS...: fio's JSON into OUT. With BENCH_PROFILE=1 the whole
+# machine is sampled meanwhile (perf, cpu-clock: these machines have no
+# hardware counters), and OUT's .profile.txt gets the CPU time per thread
+# name and the hottest symbols: where the cycles of a case go, idle included.
+run_fio() {
+  local out=$1; shift
+  if [ -z "${BENCH_PROFILE:-}" ]; then
+    fio "$@" >"$out"
+    return
+  fi
+  local data profile="${out%.json}.profile.txt"
+  data="$WORK/$(basename "$out").perf.data"
+  perf record -q -a -e cpu-clock -F 499 -o "$data" -- fio "$@" >"$out"
+  {
+    echo "# CPU samples by thread name (both cores; swapper = idle)"
+    perf report -i "$data" --stdio --quiet --sort comm --percent-limit 1 2>/dev/null
+    echo
+    echo "# hottest symbols (thread name, object, symbol)"
+    perf report -i "$data" --stdio --quiet --sort comm,dso,sym --percent-limit 0.7 2>/dev/null | head -60
+  } >"$profile"
+  rm -f "$data"
+}
+
 # fio_case CASE RTT_MS MOUNT: three jobs, JSON into $RAW/CASE@RTT.{wf,rr,sw}.json
 fio_case() {
   local case=$1 rtt=$2 mnt=$3 base="$RAW/$1@$2"
@@ -74,20 +101,20 @@ fio_case() {
                 --ramp_time=2 --output-format=json --group_reporting)
   if [[ " $JOBS " == *" wf "* ]]; then
     log "$case @ ${rtt} ms: 4k write+dsync"
-    fio --name=wf --rw=randwrite --bs=4k --ioengine=psync --direct=1 --sync=dsync \
-        --iodepth=1 "${common[@]}" >"$base.wf.json"
+    run_fio "$base.wf.json" --name=wf --rw=randwrite --bs=4k --ioengine=psync --direct=1 \
+        --sync=dsync --iodepth=1 "${common[@]}"
     rm -f "$mnt"/wf.*
   fi
   if [[ " $JOBS " == *" rr "* ]]; then
     log "$case @ ${rtt} ms: 4k random read"
-    fio --name=rr --rw=randread --bs=4k --ioengine=libaio --direct=1 --iodepth=16 \
-        "${common[@]}" >"$base.rr.json"
+    run_fio "$base.rr.json" --name=rr --rw=randread --bs=4k --ioengine=libaio --direct=1 \
+        --iodepth=16 "${common[@]}"
     rm -f "$mnt"/rr.*
   fi
   if [[ " $JOBS " == *" sw "* ]]; then
     log "$case @ ${rtt} ms: 1M sequential write"
-    fio --name=sw --rw=write --bs=1m --ioengine=libaio --direct=1 --iodepth=4 --end_fsync=1 \
-        "${common[@]}" >"$base.sw.json"
+    run_fio "$base.sw.json" --name=sw --rw=write --bs=1m --ioengine=libaio --direct=1 \
+        --iodepth=4 --end_fsync=1 "${common[@]}"
   fi
   rm -f "$mnt"/wf.* "$mnt"/rr.* "$mnt"/sw.*
 }
@@ -311,7 +338,9 @@ relocation_case() {
   local fio_pid t0 t1
   RB_STAGE_MOUNT="$WORK/reloc-mnt"
   roam_cluster_up 2 0
-  roam_volume 2 sync && wait_staged || { skip relocation-sync-2dc 0 "setup failed"; roam_cluster_down; return; }
+  if ! { roam_volume 2 sync && wait_staged; }; then
+    skip relocation-sync-2dc 0 "setup failed"; roam_cluster_down; return
+  fi
   fio --name=load --directory="$RB_STAGE_MOUNT" --size=64M --rw=randwrite --bs=4k --ioengine=psync \
       --direct=1 --sync=dsync --runtime=30 --time_based >/dev/null 2>&1 &
   fio_pid=$!
@@ -397,36 +426,192 @@ roam_replicated_cases() {
   done
 }
 
+# GlusterFS replica 2. Gluster replicates in the client: the FUSE client's
+# AFR translator writes to each brick at the address and port glusterd's
+# port map gives. So the client (the glusterfs process behind the mount)
+# runs in network namespace $GL_NS, joined to this host by a veth pair;
+# glusterd and both bricks run on this host at $GL_NET.1. Brick 1 is
+# reached directly: it plays the primary's local disk. In the client's
+# namespace a DNAT rule sends every connection to brick 2's port to a delay
+# proxy on this host (byte counters in $WORK/gluster-proxy.stats) in front
+# of brick 2, with the per-direction delay the Roam secondaries' proxies
+# get; at 0 ms the proxy stays in the path with no delay, as for Roam. Only
+# the network namespace differs (nsenter --net), so the mount lands in this
+# host's mount namespace, where fio runs.
+GL_NS=rgbench$$
+GL_VETH_HOST=rgv$$h
+GL_VETH_NS=rgv$$n
+GL_NET=10.99.0
+GL_PROXY_PORT=7390
+GL_MNT=
+GL_PROXY_PID=
 GLUSTER_STARTED=
+
+# The glusterfs client processes left in the client's namespace (pids).
+gluster_ns_pids() { ip netns pids "$GL_NS" 2>/dev/null || true; }
+
+# Unmounts the volume and waits for its client process to exit (killed by
+# pid after 10 s), so the next mount or the namespace's removal starts clean.
+gluster_unmount() {
+  local pid
+  if grep -q " $GL_MNT fuse" /proc/mounts; then
+    umount "$GL_MNT" 2>/dev/null || umount -l "$GL_MNT" 2>/dev/null || true
+  fi
+  for _ in $(seq 1 100); do [ -z "$(gluster_ns_pids)" ] && return 0; sleep 0.1; done
+  for pid in $(gluster_ns_pids); do kill -9 "$pid" 2>/dev/null || true; done
+}
+
+gluster_proxy_stop() {
+  [ -n "$GL_PROXY_PID" ] || return 0
+  kill -TERM "$GL_PROXY_PID" 2>/dev/null || true
+  wait "$GL_PROXY_PID" 2>/dev/null || true
+  GL_PROXY_PID=
+}
+
+# gluster_proxy_start DELAY_US UPSTREAM_PORT: the proxy in front of brick 2,
+# listening on $GL_NET.1:$GL_PROXY_PORT once this returns.
+gluster_proxy_start() {
+  rm -f "$WORK/gluster-proxy.stats"
+  "$BIN/roam-delay-proxy" --listen "$GL_NET.1:$GL_PROXY_PORT" --upstream "$GL_NET.1:$2" \
+    --delay-us "$1" --stats-file "$WORK/gluster-proxy.stats" 2>/dev/null &
+  GL_PROXY_PID=$!
+  PIDS+=($!)
+  for _ in $(seq 1 50); do
+    [ -n "$(ss -Hltn "src $GL_NET.1 and sport = :$GL_PROXY_PORT")" ] && return 0
+    sleep 0.1
+  done
+  log "gluster: the delay proxy did not listen on $GL_NET.1:$GL_PROXY_PORT"; return 1
+}
+
+# Bytes the proxy has carried toward brick 2 (0 before its first count).
+gluster_proxy_bytes() {
+  sed -n 's/^to_upstream=//p' "$WORK/gluster-proxy.stats" 2>/dev/null | grep . || echo 0
+}
+
+# brick_port PATH: the TCP port glusterd's port map gives the brick at PATH.
+brick_port() {
+  gluster --mode=script volume status roambench --xml | python3 -c '
+import sys, xml.etree.ElementTree as et
+for node in et.parse(sys.stdin).iter("node"):
+    if node.findtext("path") == sys.argv[1] and (node.findtext("port") or "").isdigit():
+        print(node.findtext("port")); sys.exit(0)
+sys.exit(1)' "$1"
+}
+
 gluster_down() {
   [ -n "$GLUSTER_STARTED" ] || return 0
-  umount "$WORK/gluster-mnt" 2>/dev/null
-  gluster --mode=script volume stop roambench force >/dev/null 2>&1
-  gluster --mode=script volume delete roambench >/dev/null 2>&1
-  pkill -F "$WORK/glusterd.pid" 2>/dev/null
+  [ -z "$GL_MNT" ] || gluster_unmount
+  gluster_proxy_stop
+  if [ -f "$WORK/glusterd.pid" ]; then
+    gluster --mode=script volume stop roambench force >/dev/null 2>&1 || true
+    gluster --mode=script volume delete roambench >/dev/null 2>&1 || true
+    pkill -F "$WORK/glusterd.pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do pgrep -F "$WORK/glusterd.pid" >/dev/null 2>&1 || break; sleep 0.1; done
+  fi
+  # The nat table in the client's namespace goes with the namespace.
+  ip netns del "$GL_NS" 2>/dev/null || true
+  ip link del "$GL_VETH_HOST" 2>/dev/null || true
   GLUSTER_STARTED=
 }
 
+# gluster_up: glusterd, the client's namespace and the started volume, with
+# brick 2's port in GL_BRICK2_PORT. Returns 1 at the first step that fails
+# (gluster_down removes what was made).
+GL_BRICK2_PORT=
+gluster_up() {
+  ip netns add "$GL_NS" &&
+    ip link add "$GL_VETH_HOST" type veth peer name "$GL_VETH_NS" &&
+    ip addr add "$GL_NET.1/24" dev "$GL_VETH_HOST" &&
+    ip link set "$GL_VETH_HOST" up &&
+    ip link set "$GL_VETH_NS" netns "$GL_NS" &&
+    ip netns exec "$GL_NS" ip link set lo up &&
+    ip netns exec "$GL_NS" ip addr add "$GL_NET.2/24" dev "$GL_VETH_NS" &&
+    ip netns exec "$GL_NS" ip link set "$GL_VETH_NS" up &&
+    glusterd --pid-file="$WORK/glusterd.pid" || return 1
+  for _ in $(seq 1 100); do
+    gluster --mode=script volume list >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  mkdir -p "$WORK/brick1" "$WORK/brick2" "$GL_MNT" &&
+    gluster --mode=script volume create roambench replica 2 \
+      "$GL_NET.1:$WORK/brick1/b" "$GL_NET.1:$WORK/brick2/b" force >&2 &&
+    gluster --mode=script volume start roambench >&2 || return 1
+  GL_BRICK2_PORT=
+  for _ in $(seq 1 100); do
+    GL_BRICK2_PORT=$(brick_port "$WORK/brick2/b" 2>/dev/null) && break
+    sleep 0.1
+  done
+  [ -n "$GL_BRICK2_PORT" ] || { log "gluster: no port for brick 2 in the volume status"; return 1; }
+  ip netns exec "$GL_NS" nft -f - <<NFT
+table ip roam_gluster_bench {
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr $GL_NET.1 tcp dport $GL_BRICK2_PORT dnat to $GL_NET.1:$GL_PROXY_PORT
+  }
+}
+NFT
+}
+
+# gluster_rtt RTT_MS BRICK2_PORT: mounts through a proxy with this RTT's
+# delay, runs the jobs, checks the proxy carried the writes, unmounts.
+gluster_rtt() {
+  local rtt=$1 port=$2 before after written
+  rm -f "$RAW/gluster-replica2@$rtt.skip"  # from an earlier run (BENCH_ONLY keeps those)
+  gluster_proxy_start $((rtt * 500)) "$port" || { skip gluster-replica2 "$rtt" "the delay proxy did not start"; return; }
+  # The client connects to the bricks at mount time: after the DNAT rule and the proxy.
+  if ! nsenter --net="/run/netns/$GL_NS" mount -t glusterfs "$GL_NET.1:/roambench" "$GL_MNT"; then
+    skip gluster-replica2 "$rtt" "mounting the volume from the client's namespace failed"
+    gluster_proxy_stop; return
+  fi
+  # Both bricks connected: the client's handshake with brick 2 crossed the proxy.
+  for _ in $(seq 1 100); do [ "$(gluster_proxy_bytes)" -gt 0 ] && break; sleep 0.1; done
+  before=$(gluster_proxy_bytes)
+  fio_case gluster-replica2 "$rtt" "$GL_MNT"
+  sleep 0.3  # the proxy writes its counters every 100 ms
+  after=$(gluster_proxy_bytes)
+  log "gluster-replica2 @ ${rtt} ms: the proxy carried $((after - before)) bytes to brick 2 during the jobs"
+  gluster_unmount
+  gluster_proxy_stop
+  # AFR writes every byte to both bricks, so the proxy must have carried at
+  # least what fio wrote; less means the client bypassed it, and the figures
+  # would mislead.
+  written=$(gluster_written_bytes "$rtt")
+  if [ $((after - before)) -lt "$written" ]; then
+    rm -f "$RAW/gluster-replica2@$rtt".*.json
+    skip gluster-replica2 "$rtt" "the delay proxy carried $((after - before)) bytes to brick 2, fio wrote $written"
+  fi
+}
+
+# gluster_written_bytes RTT_MS: bytes fio wrote in this run's write jobs
+# (ramp time excluded, so a lower bound of what crossed to each brick).
+gluster_written_bytes() {
+  local job files=()
+  for job in wf sw; do
+    [[ " $JOBS " == *" $job "* ]] && files+=("$RAW/gluster-replica2@$1.$job.json")
+  done
+  python3 -c '
+import json, sys
+print(sum(json.load(open(p))["jobs"][0]["write"]["io_bytes"] for p in sys.argv[1:]))' "${files[@]}"
+}
+
 case_gluster() {
+  local rtt
   if ! command -v glusterd >/dev/null; then
-    skip gluster-replica2 0 "glusterfs-server not installed"; return
+    for rtt in $RTTS; do skip gluster-replica2 "$rtt" "glusterfs-server not installed"; done
+    return
   fi
   if pgrep -x glusterd >/dev/null; then
-    skip gluster-replica2 0 "a glusterd is already running on this host"; return
+    for rtt in $RTTS; do skip gluster-replica2 "$rtt" "a glusterd is already running on this host"; done
+    return
   fi
-  glusterd --pid-file="$WORK/glusterd.pid"
   GLUSTER_STARTED=1
-  sleep 2
-  mkdir -p "$WORK/brick1" "$WORK/brick2" "$WORK/gluster-mnt"
-  local host; host=$(hostname)
-  gluster --mode=script volume create roambench replica 2 \
-    "$host:$WORK/brick1/b" "$host:$WORK/brick2/b" force >&2
-  gluster --mode=script volume start roambench >&2
-  mount -t glusterfs "$host:/roambench" "$WORK/gluster-mnt"
-  fio_case gluster-replica2 0 "$WORK/gluster-mnt"
+  GL_MNT="$WORK/gluster-mnt"
+  if ! gluster_up; then
+    for rtt in $RTTS; do skip gluster-replica2 "$rtt" "setting up glusterd, the volume or the client's namespace failed"; done
+    gluster_down; return
+  fi
+  for rtt in $RTTS; do gluster_rtt "$rtt" "$GL_BRICK2_PORT"; done
   gluster_down
-  skip gluster-replica2 "$DELAY_RTT_MS" \
-    "Gluster replicates in the client, which connects to each brick at the address and port glusterd's port map gives, so no delay proxy sits in that path"
 }
 
 machine_info() {

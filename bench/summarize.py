@@ -229,13 +229,6 @@ The same binaries in a full run 15 minutes earlier, at load 8-11, gave
   twice for `gluster-replica2` (one brick each) and once for `local-limit`.
   On machines with a disk per data center the secondary's two writes leave
   this disk; here they share its bandwidth.
-- **`gluster-replica2` at 2 ms** is not measured: Gluster replicates in the
-  client (the AFR translator of the FUSE mount writes to every brick), and
-  the client learns each brick's port from glusterd's port map and connects
-  to the brick's own address. A proxy in front of one brick needs that brick
-  to be advertised under the proxy's address (its own glusterd in a
-  namespace, peer-probed, with a host name that resolves to the proxy);
-  that was not attempted in this round.
 """
 
 
@@ -259,7 +252,8 @@ def write_markdown(md, records, info):
         "path the node plugin takes when the primary is on its node) while each",
         "secondary is a `roam-csi storage` process in its own network namespace",
         "behind a delay proxy; `gluster-replica2` is GlusterFS replica 2 with both",
-        "bricks on this host. Added RTT comes from the delay proxy (this kernel has",
+        "bricks on this host, its client in a network namespace reaching brick 2",
+        "through the same delay proxy. Added RTT comes from the delay proxy (this kernel has",
         "no netem). Release builds.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),

@@ -808,3 +808,46 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// An acknowledged write survives `kill -9` of the storage system although
+/// nobody flushed it: it is in the journal file before it is acknowledged,
+/// and the journal is replayed when the replica is opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_without_a_flush() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut a = StorageProcess::start(root.path(), "a");
+    let mut ca = a.client().await;
+    ca.create_replica(CreateReplicaRequest {
+        volume_id: VOL.into(),
+        size_bytes: SIZE,
+    })
+    .await
+    .expect("create");
+    ca.configure_group(ConfigureGroupRequest {
+        volume_id: VOL.into(),
+        group: Some(group(&[&a], "a", 1)),
+    })
+    .await
+    .expect("configure");
+    let blocks = 256u64;
+    for i in 0..blocks {
+        write(&mut ca, 1, i * BLOCK as u64, block(i))
+            .await
+            .expect("write");
+    }
+    a.kill9();
+    a.spawn();
+    let mut ca = a.client().await;
+    let st = status(&mut ca).await;
+    assert_eq!(
+        st.written_seq, blocks,
+        "every acknowledged write replayed: {st:?}"
+    );
+    for i in 0..blocks {
+        assert_eq!(
+            read_any(&mut ca, i * BLOCK as u64).await,
+            block(i),
+            "block {i} after kill -9"
+        );
+    }
+}

@@ -202,6 +202,22 @@ impl EngineError {
         }
     }
 
+    /// A failed write of meta.json; a full disk is [`EngineError::NoSpace`]
+    /// like any other, so a peer refuses with the code the writer acts on.
+    pub(crate) fn metadata_store(volume: &str, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+            return EngineError::NoSpace {
+                volume: volume.to_string(),
+                op: "metadata store",
+            };
+        }
+        EngineError::Metadata {
+            volume: volume.to_string(),
+            op: "store",
+            reason: source.to_string(),
+        }
+    }
+
     pub(crate) fn journal(volume: &str, op: &'static str, source: std::io::Error) -> Self {
         if source.raw_os_error() == Some(nix::libc::ENOSPC) {
             return EngineError::NoSpace {

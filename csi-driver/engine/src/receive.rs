@@ -326,7 +326,7 @@ pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecor
             .data
             .write_at(r.offset, &r.data)
             .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
-        inner.journal.append(r);
+        inner.journal.append(r)?;
         st.last_seq = r.seq;
         st.last_epoch = r.epoch;
         note_history(&mut st.meta.history, r.epoch, r.seq);

@@ -11,16 +11,19 @@
 //! ```
 //!
 //! Write execution on the primary (claims 15, 16, 20): under the state lock a
-//! write gets the next sequence number, is queued to the journal, written to
-//! the real volume (page cache) and put in the in-memory cache for the
+//! write gets the next sequence number, is written to the real volume and
+//! the journal file (page cache) and put in the in-memory cache for the
 //! streaming secondaries (or marked in the dirty maps of the others); outside
-//! the lock it waits for the journal's group commit, then — for a Sync group,
-//! or FUA — for every streaming secondary to hold it durably. Reads come from
-//! the real volume, which always holds every accepted write.
+//! the lock — for a Sync group, or FUA — it waits for every streaming
+//! secondary to hold it durably, and a FUA write also for the journal's next
+//! sync. A flush waits for the journal's sync and, in a Sync group, for every
+//! streaming secondary. Reads come from the real volume, which always holds
+//! every accepted write.
 //!
-//! Guarantees: an acknowledged write is in the journal (durable) and, in a
-//! Sync group, on every in-sync secondary. Sequence numbers are contiguous
-//! across epochs. Only the primary at the held epoch accepts writes.
+//! Guarantees: an acknowledged write is in the journal file (it survives a
+//! crash of this process) and, in a Sync group, durable on every in-sync
+//! secondary; a flushed write is durable here too. Sequence numbers are
+//! contiguous across epochs. Only the primary at the held epoch accepts writes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -158,11 +161,7 @@ impl Inner {
                 op: "store",
                 reason: e.to_string(),
             })?
-            .map_err(|e| EngineError::Metadata {
-                volume: id,
-                op: "store",
-                reason: e.to_string(),
-            })
+            .map_err(|e| EngineError::metadata_store(&id, e))
     }
 
     pub(crate) fn check_range(&self, offset: u64, len: u64, size: u64) -> Result<()> {
@@ -225,11 +224,7 @@ impl Inner {
         })?;
         self.meta_store
             .store(&bytes)
-            .map_err(|e| EngineError::Metadata {
-                volume: self.id.clone(),
-                op: "store",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| EngineError::metadata_store(&self.id, e))?;
         self.journal.reset()?;
         drop(st);
         Ok(())
@@ -388,7 +383,7 @@ impl Volume {
                 .data
                 .write_at(offset, &rec.data)
                 .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
-            inner.journal.append(&rec);
+            inner.journal.append(&rec)?;
             st.last_seq = seq;
             st.last_epoch = rec.epoch;
             let held_epoch = rec.epoch;
@@ -396,7 +391,11 @@ impl Volume {
             (seq, held_epoch, waits)
         };
         inner.last_seq_tx.send_replace(seq);
-        inner.journal.wait_durable(seq).await?;
+        // In the journal file the write survives a crash of this process;
+        // only FUA (and a flush) waits for it to be on the disk too.
+        if fua {
+            inner.journal.wait_durable(seq).await?;
+        }
         crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
         inner.maybe_checkpoint();
         inner.io.wrote(len);

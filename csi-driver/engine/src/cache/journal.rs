@@ -1,12 +1,18 @@
-//! The persistent journal: every write is appended here and made durable
-//! before it is acknowledged, so an acknowledged write survives a crash of the
-//! process or the machine.
+//! The persistent journal: every write is written here before it is
+//! acknowledged, so an acknowledged write survives a crash of the process;
+//! a flush waits until the journal is synced, so a flushed write also
+//! survives a crash of the machine. These are a disk's semantics with a
+//! volatile write cache, which filesystems are built for: ext4 and xfs flush
+//! (or write with FUA) wherever they need a write to be on stable storage.
 //!
-//! Expected flow: [`Journal::append`] copies the encoded record into a
-//! pending buffer and wakes the commit thread; the thread writes everything
-//! pending in one `write_at`, calls `sync` once (group commit: concurrent
-//! writes share one fdatasync), then publishes the durable sequence number on
-//! a watch channel that writers await ([`Journal::wait_durable`]).
+//! Expected flow: [`Journal::append`] writes the encoded record into the
+//! file (the page cache) under a lock and wakes the commit thread; the thread
+//! calls `sync` once for everything written since the last one (group
+//! commit: concurrent writes share one fdatasync), then publishes the durable
+//! sequence number on a watch channel that flushes await
+//! ([`Journal::wait_durable`]). The thread syncs as soon as there is anything
+//! to sync, so writes never wait for it and a flush right after a write finds
+//! its sync already under way.
 //!
 //! Record format (little endian): magic `u32`, payload length `u32`, seq, epoch,
 //! offset (`u64` each), crc32c `u32` (over seq, epoch, offset, payload), payload.
@@ -109,19 +115,21 @@ pub struct Durable {
     pub failed: Option<(Option<i32>, String)>,
 }
 
-struct Pending {
-    buf: Vec<u8>,
+/// What appends and the commit thread share.
+struct Written {
+    /// Newest record in the file (in the page cache, maybe not yet synced).
     last_seq: u64,
     /// Bytes of records written to the file so far (the write position).
     file_len: u64,
     /// Bytes the file holds (written records and zeros past them).
     allocated: u64,
-    busy: bool,
+    /// The commit thread is in an fdatasync.
+    syncing: bool,
     shutdown: bool,
 }
 
 struct Shared {
-    pending: Mutex<Pending>,
+    written: Mutex<Written>,
     wake: Condvar,
     idle: Condvar,
     durable_tx: watch::Sender<Durable>,
@@ -156,12 +164,11 @@ impl Journal {
             failed: None,
         });
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending {
-                buf: Vec::new(),
+            written: Mutex::new(Written {
                 last_seq,
                 file_len: valid as u64,
                 allocated: valid as u64,
-                busy: false,
+                syncing: false,
                 shutdown: false,
             }),
             wake: Condvar::new(),
@@ -185,32 +192,61 @@ impl Journal {
         Ok((journal, records))
     }
 
-    /// Queue a record; it becomes durable with the next group commit.
-    /// Records must be appended in sequence order.
-    pub fn append(&self, rec: &WriteRecord) {
-        let mut p = lock(&self.shared.pending);
-        encode(rec, &mut p.buf);
-        p.last_seq = rec.seq;
-        self.shared.wake.notify_one();
+    /// Write a record to the file (the page cache: it survives a crash of
+    /// this process from here on) and wake the commit thread, which makes it
+    /// durable with the next fdatasync. Records must be appended in sequence
+    /// order. A failed write stops the journal: this and every later append
+    /// and wait fail until the replica is opened again.
+    pub fn append(&self, rec: &WriteRecord) -> Result<()> {
+        let mut buf = Vec::with_capacity(HEADER + rec.data.len());
+        encode(rec, &mut buf);
+        let mut w = lock(&self.shared.written);
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let at = w.file_len;
+        let end = at + buf.len() as u64;
+        let result = extend_with_zeros(self.file.as_ref(), w.allocated, end)
+            .and_then(|grown| self.file.write_at(at, &buf).map(|()| grown));
+        match result {
+            Ok(grown) => {
+                w.allocated = grown;
+                w.file_len = end;
+                w.last_seq = rec.seq;
+                self.shared.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                stop(&self.volume, &self.shared, &mut w, &e);
+                Err(EngineError::journal(&self.volume, "write", e))
+            }
+        }
     }
 
-    /// Wait until `seq` is durable. Cancellation safe.
+    /// The error that stopped the journal, if one did.
+    fn failure(&self) -> Option<EngineError> {
+        let d = self.durable.borrow();
+        let (errno, reason) = d.failed.as_ref()?;
+        let source = match errno {
+            Some(n) => std::io::Error::from_raw_os_error(*n),
+            None => std::io::Error::other(reason.clone()),
+        };
+        Some(EngineError::journal(&self.volume, "commit", source))
+    }
+
+    /// Wait until `seq` is durable (synced to the disk). Cancellation safe.
     pub async fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut rx = self.durable.clone();
-        let state = rx
+        let reached = rx
             .wait_for(|d| d.seq >= seq || d.failed.is_some())
             .await
             .map_err(|_| EngineError::Closed {
                 volume: self.volume.clone(),
-            })?;
-        match &state.failed {
-            Some((errno, reason)) if state.seq < seq => {
-                let source = match errno {
-                    Some(n) => std::io::Error::from_raw_os_error(*n),
-                    None => std::io::Error::other(reason.clone()),
-                };
-                Err(EngineError::journal(&self.volume, "commit", source))
-            }
+            })?
+            .seq
+            >= seq;
+        match self.failure() {
+            Some(e) if !reached => Err(e),
             _ => Ok(()),
         }
     }
@@ -222,50 +258,52 @@ impl Journal {
     /// Declare everything up to `seq` durable without a record: after a
     /// region copy, the real volume (synced) holds it and the journal is empty.
     pub fn advance_to(&self, seq: u64) {
-        let mut p = lock(&self.shared.pending);
-        if p.last_seq < seq {
-            p.last_seq = seq;
+        let mut w = lock(&self.shared.written);
+        if w.last_seq < seq {
+            w.last_seq = seq;
         }
         self.shared
             .durable_tx
             .send_modify(|d| d.seq = d.seq.max(seq));
     }
 
-    /// Bytes in the journal file (durable or about to be).
+    /// Bytes of records in the journal file.
     pub fn len(&self) -> u64 {
-        let p = lock(&self.shared.pending);
-        p.file_len + p.buf.len() as u64
+        lock(&self.shared.written).file_len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Blocking: wait for every queued record to be durable, then empty the
+    /// Blocking: wait for every written record to be durable, then empty the
     /// file. The caller guarantees nothing is appended meanwhile and that the
     /// real volume already holds (synced) every record.
     pub fn reset(&self) -> Result<()> {
-        let mut p = lock(&self.shared.pending);
-        while p.busy || !p.buf.is_empty() {
-            p = self.shared.idle.wait(p).unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.shared.written);
+        while (w.syncing || w.last_seq > self.durable_seq()) && self.failure().is_none() {
+            w = self.shared.idle.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         // Keep the file (its blocks stay allocated and written); make its
         // first record invalid so it replays as empty until overwritten.
-        if p.allocated >= HEADER as u64 {
+        if w.allocated >= HEADER as u64 {
             self.file
                 .write_at(0, &[0u8; HEADER])
                 .and_then(|()| self.file.sync())
                 .map_err(|e| EngineError::journal(&self.volume, "reset", e))?;
         }
-        p.file_len = 0;
+        w.file_len = 0;
         Ok(())
     }
 }
 
 impl Journal {
-    /// Commit what is queued, stop the commit thread and wait for it.
+    /// Sync what is written, stop the commit thread and wait for it.
     pub fn shutdown(&self) {
-        lock(&self.shared.pending).shutdown = true;
+        lock(&self.shared.written).shutdown = true;
         self.shared.wake.notify_one();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
@@ -275,7 +313,7 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        lock(&self.shared.pending).shutdown = true;
+        lock(&self.shared.written).shutdown = true;
         self.shared.wake.notify_one();
     }
 }
@@ -284,57 +322,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Record a failed write or sync: waiters get the error, the thread stops.
+fn stop(volume: &str, shared: &Shared, w: &mut Written, e: &std::io::Error) {
+    tracing::error!(volume, error = %e, "journal write or sync failed; the journal stops");
+    shared
+        .durable_tx
+        .send_modify(|d| d.failed = Some((e.raw_os_error(), e.to_string())));
+    w.shutdown = true;
+    shared.wake.notify_one();
+    shared.idle.notify_all();
+}
+
+/// The commit thread: whenever records were written since the last sync, one
+/// fdatasync covers all of them (group commit), then the durable sequence
+/// number is published. It syncs eagerly rather than on request, so a flush
+/// that follows a write finds the sync already under way.
 fn commit_loop(volume: &str, shared: &Shared, file: &dyn Backend) {
     let tx = &shared.durable_tx;
     loop {
-        let (buf, at, seq, allocated) = {
-            let mut p = lock(&shared.pending);
-            while p.buf.is_empty() && !p.shutdown {
+        let target = {
+            let mut w = lock(&shared.written);
+            loop {
+                let failed = tx.borrow().failed.is_some();
+                if w.last_seq > tx.borrow().seq && !failed {
+                    break;
+                }
                 shared.idle.notify_all();
-                p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                if w.shutdown || failed {
+                    return;
+                }
+                w = shared.wake.wait(w).unwrap_or_else(|e| e.into_inner());
             }
-            if p.buf.is_empty() {
-                return;
-            }
-            p.busy = true;
-            (
-                std::mem::take(&mut p.buf),
-                p.file_len,
-                p.last_seq,
-                p.allocated,
-            )
+            w.syncing = true;
+            w.last_seq
         };
-        let end = at + buf.len() as u64;
-        let result = extend_with_zeros(file, allocated, end).and_then(|grown| {
-            file.write_at(at, &buf)?;
-            file.sync()?;
-            Ok(grown)
-        });
-        let mut p = lock(&shared.pending);
-        p.busy = false;
+        let result = file.sync();
+        let mut w = lock(&shared.written);
+        w.syncing = false;
         match result {
-            Ok(grown) => {
-                p.file_len = end;
-                p.allocated = grown;
-                tx.send_modify(|d| d.seq = d.seq.max(seq));
-            }
+            Ok(()) => tx.send_modify(|d| d.seq = d.seq.max(target)),
             Err(e) => {
-                tracing::error!(volume, error = %e, "journal commit failed; the journal stops");
-                tx.send_modify(|d| d.failed = Some((e.raw_os_error(), e.to_string())));
-                p.shutdown = true;
-                shared.idle.notify_all();
+                stop(volume, shared, &mut w, &e);
                 return;
             }
-        }
-        if p.buf.is_empty() {
-            shared.idle.notify_all();
         }
     }
 }
 
 /// Writes zeros from `allocated` so that the file holds at least `end`
 /// bytes plus [`GROW_BYTES`] of room when it is short of `end`; returns the
-/// file's new length. The caller's sync makes them durable with the records.
+/// file's new length. The next sync makes them durable with the records.
 fn extend_with_zeros(file: &dyn Backend, allocated: u64, end: u64) -> std::io::Result<u64> {
     if end <= allocated {
         return Ok(allocated);
@@ -412,7 +449,9 @@ mod tests {
         let (journal, replayed) = Journal::open("v", file.clone()).expect("open");
         assert!(replayed.is_empty());
         for seq in 1..=20 {
-            journal.append(&rec(seq, &[seq as u8; 100]));
+            journal
+                .append(&rec(seq, &[seq as u8; 100]))
+                .expect("append");
         }
         journal.wait_durable(20).await.expect("durable");
         let grown = file.size().expect("size");
@@ -422,7 +461,9 @@ mod tests {
         assert_eq!(file.size().expect("size"), grown, "reset keeps the file");
         // Written over the start of the older generation, in place.
         for seq in 21..=23 {
-            journal.append(&rec(seq, &[seq as u8; 100]));
+            journal
+                .append(&rec(seq, &[seq as u8; 100]))
+                .expect("append");
         }
         journal.wait_durable(23).await.expect("durable");
         assert_eq!(file.size().expect("size"), grown, "no growth on reuse");
