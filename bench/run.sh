@@ -54,6 +54,9 @@ mkdir -p "$RAW"
 log() { echo "[bench $(date +%T)] $*" >&2; }
 
 PIDS=()
+# The primary storage system's /metrics while a replicated case runs.
+RB_METRICS=
+RB_METRICS_PORT=${BENCH_METRICS_PORT:-9481}
 cleanup() {
   set +e
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
@@ -83,8 +86,32 @@ run_fio() {
   fi
   local data profile="${out%.json}.profile.txt"
   data="$WORK/$(basename "$out").perf.data"
+  local before=""
+  [ -n "$RB_METRICS" ] && before=$(curl -sf "$RB_METRICS" || true)
   perf record -q -a -e cpu-clock -F 499 -o "$data" -- fio "$@" >"$out"
   {
+    if [ -n "$before" ]; then
+      echo "# requests reaching the primary's replica per fio I/O (its /metrics, before and after)"
+      python3 - "$out" <(echo "$before") <(curl -sf "$RB_METRICS" || true) <<'PY'
+import json, sys
+def totals(path):
+    t = {}
+    for line in open(path):
+        if line.startswith("roam_storage_") and not line.startswith("#"):
+            name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
+            t[name] = t.get(name, 0.0) + value
+    return t
+job = json.load(open(sys.argv[1]))["jobs"][0]
+ios = job["write"]["total_ios"] + job["read"]["total_ios"]
+a, b = totals(sys.argv[2]), totals(sys.argv[3])
+d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
+writes, flushes = d.get("roam_storage_writes_total", 0), d.get("roam_storage_flushes_total", 0)
+print(f"fio I/Os {ios}; replica writes {writes:.0f} ({writes / max(ios, 1):.2f} per I/O), "
+      f"flushes {flushes:.0f} ({flushes / max(ios, 1):.2f} per I/O), "
+      f"mean flush {1e6 * d.get('roam_storage_flush_seconds_total', 0) / max(flushes, 1):.0f} us")
+PY
+      echo
+    fi
     echo "# CPU samples by thread name (both cores; swapper = idle)"
     perf report -i "$data" --stdio --quiet --sort comm --percent-limit 1 2>/dev/null
     echo
@@ -228,7 +255,10 @@ roam_cluster_up() {
     mkdir -p "$WORK/rdata-$i"
     start_proxy "$i"
     local stage=()
-    [ "$i" = 0 ] && stage=(--stage-volume bench --stage-mount "$RB_STAGE_MOUNT")
+    if [ "$i" = 0 ]; then
+      stage=(--stage-volume bench --stage-mount "$RB_STAGE_MOUNT" --metrics-listen "127.0.0.1:$RB_METRICS_PORT")
+      RB_METRICS="http://127.0.0.1:$RB_METRICS_PORT/metrics"
+    fi
     node_ns "$i"
     "${NODE_NS[@]}" "$BIN/roam-csi" storage --data-dir "$WORK/rdata-$i" \
       --listen "$(node_ip "$i"):$(node_port "$i")" --advertise "$(node_peer "$i")" \
@@ -256,6 +286,7 @@ wait_staged() {
 
 roam_cluster_down() {
   local pid i
+  RB_METRICS=
   # The primary first, with SIGTERM: it unmounts what it staged. If it has
   # not finished within 20 s (a stack whose replica stopped being primary
   # can block its own unmount), detach the stack lazily and kill it.

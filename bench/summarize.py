@@ -171,64 +171,67 @@ def goals(records):
 PROFILE_NOTES = """
 ## Where the time goes
 
-Measured on the machine above (2 shared cores, one virtio disk under ext4),
-with other builds and a test cluster running on the same cores
-and disk (see the load averages beside the figures): figures move by 30% and
-more between runs, and a loaded run hurts the cases with the most hops most.
-The same binaries in a full run 15 minutes earlier, at load 8-11, gave
-`roam-local` 118 and `roam-sync-2dc` (0 ms) 32 4K write+sync IOPS against
-326 for `local-limit` and 211 for `gluster-replica2`.
+Profiled with `BENCH_PROFILE=1 make bench` (the run of 2026-11-25 18:56 UTC,
+the table above when it was written): perf samples both
+cores (cpu-clock; this machine has no hardware counters) during every fio
+job into `bench/results/raw/<case>@<rtt>.<job>.profile.txt`, and for the
+replicated cases the primary's `/metrics` are read before and after each job,
+which counts the requests that reach the replica per fio I/O. The machine is
+2 shared cores with one virtio disk; the same binaries move by 30% and more
+between runs (`local-limit` sequential writes gave 637 and 1134 MB/s in two
+runs 20 minutes apart), so compare cases within one run.
 
-- **Two syncs per flush, and a growing journal (fixed).** Before, a flush
-  waited for the journal's group commit and then fdatasync'd the real volume
-  too, although the journal alone makes every accepted write durable (the
-  real volume is synced by each checkpoint before the journal is emptied).
-  And the journal was appended to a file that grew with every commit, so
-  each fdatasync also committed the file's new size through the ext4
-  journal. On this disk a 4 KiB append + fdatasync ran at 225-355/s, a 4 KiB
-  overwrite of written blocks + fdatasync at 656-674/s. Now a flush waits
-  for the journal only, and the journal is written over a file that is
-  extended with zeros 4 MiB ahead and reused from offset 0 after each
-  checkpoint (replay stops at the first record that does not continue the
-  sequence, so older records past the newest are never replayed). This took
-  `roam-local` from 143 to about 600 4K write+sync IOPS and from 81 to about
-  220 MB/s sequential, and `roam-sync-2dc` at 0 ms from 40 IOPS / 20 ms p50
-  to about 150 IOPS / 5 ms p50 in the first run after the change.
-- **The benchmark took the remote host path (fixed).** The replicated cases
-  reached the primary through gRPC (`RemoteTarget`) from a separate frontend
-  process. In production the node plugin hosts the storage system and the
-  frontend in one process and uses the replica handle directly when the
-  primary is on its node, so the cases now stage the volume inside the
-  primary's storage system (`--stage-volume`).
-- **Delay proxy precision (fixed).** The proxy slept on the async runtime's
-  millisecond timer, which rounds each direction up by as much as a
-  millisecond; it now relays on OS threads with blocking sockets and
-  `thread::sleep`: 1000 us each way measured 2.26 ms RTT p50 over loopback
-  (0.12 ms with no delay).
-- **FUSE background requests.** The loop driver's direct I/O reaches FUSE
-  as asynchronous requests, which the kernel caps at 12 in flight by
-  default; the export now asks for 64.
-- **What is left in the Sync path.** A Sync 4K write+sync costs the FUSE
-  write, the local journal commit in parallel with one round trip to the
-  secondary (its journal commit included), then the FUSE fsync. Two
-  concurrent overwrite+fdatasync streams on this disk each ran at about 900/s
-  (p50 0.5 ms), so the two journals do not queue behind each other on the
-  shared disk; the rest of the gap to `roam-local` + RTT + 0.3 ms is hops
-  between threads and processes (fuser thread -> tokio task -> journal
-  thread -> sender task -> HTTP/2 -> proxy threads -> the secondary's tasks
-  and back) on two cores shared with the other processes of the run.
-- **Sync at 2 ms costs several round trips per 4K write+sync.** The p50
-  is about five added RTTs, not one: ext4 in the volume turns one O_DSYNC
-  write into several dependent block requests (the data write, then, for
-  writes into blocks fio preallocated as unwritten extents, a journal write
-  and a commit record with a flush), and each write or flush of a Sync
-  volume waits for the secondary. Likely, from the arithmetic; not yet
-  confirmed with a block trace.
-- **Sequential writes.** Every byte is written four times to the one disk
-  (journal and real volume, on the primary and on the secondary), against
-  twice for `gluster-replica2` (one brick each) and once for `local-limit`.
-  On machines with a disk per data center the secondary's two writes leave
-  this disk; here they share its bandwidth.
+- **One 4K O_DSYNC write is about 3.6 writes and 2.4 flushes of the
+  volume.** Measured on the primary for `roam-sync-2dc` at 0 ms (3757 fio
+  I/Os: 13442 writes, 8958 flushes) and at 2 ms (3.57 and 2.37 per I/O).
+  fio lays its file out as unwritten extents, so each write into the ext4
+  inside the volume also converts an extent through ext4's journal: the data
+  block, the journal's blocks, then the commit block behind a flush. In a
+  Sync group every write waits for the secondary, and these steps depend on
+  each other, so a 4K write+sync costs about four round trips: 10.2 ms p50
+  at 2 ms added RTT, where the goal's bound (one RTT) is 3.1 ms. The flushes
+  themselves are nearly free (3 to 4 us mean at the primary) because the
+  writes before them were already durable on the secondary. Gluster's client
+  sees fio's write and fsync as file operations, with no filesystem between
+  them and its replication: 6.5 ms p50 at 2 ms. This is the price of
+  replicating a block device under a filesystem, and the reason
+  `roam-sync-2dc` is at 0.74x Gluster's IOPS rather than 2x. Acknowledging
+  Sync writes before the secondary holds them would remove it, but a Sync
+  write must be on every in-sync secondary when it is acknowledged.
+- **The CPU is not the limit.** Idle share (swapper) while `roam-sync-2dc`
+  ran: 37% (4K write+sync, 0 ms), 48% (1M sequential), 69% (4K at 2 ms);
+  `roam-local` 1M sequential: 56%. The busy Roam threads are the async
+  runtime's workers (page-cache copies of the data and the journal record,
+  crc32c, gRPC), 16-31%; the delay proxy, 4-9%; the journal thread, 2-10%;
+  the FUSE threads, 2-11%. The time is spent waiting: for the secondary and
+  for the one disk.
+- **Sequential writes: every byte four times on the one disk.** Journal and
+  real volume, on the primary and on the secondary, against twice for
+  `gluster-replica2` (a brick each) and once for `local-limit`. With a disk
+  per data center the secondary's two writes leave this disk.
+- **A write no longer waits for an fdatasync (changed).** The journal record
+  is written into the journal file (page cache) before the write is
+  acknowledged, which is what surviving `kill -9` needs; the commit thread
+  syncs right behind, and a flush or FUA write waits for that sync. 4K
+  write+sync is unchanged (the flush finds the sync under way), `roam-local`
+  sequential went from 184 to about 276 MB/s.
+- **A checkpoint no longer holds writes for a full volume sync (changed).**
+  Every 64 MiB of journal the real volume is synced and the journal emptied.
+  That sync ran under the volume's state lock, so under sequential writes
+  (43 checkpoints in 10 s) writes stood still for a third of the time. The
+  bulk is now synced first with writes flowing, and the locked sync only
+  takes what came in meanwhile: `roam-local` sequential 276 -> 408 MB/s in
+  one run against `local-limit` 637 (0.64x), 312 against 1134 (0.27x) in the
+  profiled run. What remains is the second write of every byte and the copies
+  on the way (FUSE to user space, into the journal record, into two page
+  caches).
+- **Earlier fixes.** A flush used to fdatasync the real volume besides the
+  journal, and the journal grew with every commit, so every sync was also a
+  metadata commit (4 KiB append + fdatasync on this disk: 225-355/s;
+  overwrite: 656-674/s); the journal is now written over in place. The
+  replicated cases stage the volume inside the primary's storage system, as
+  the node plugin does. The delay proxy relays on OS threads (1000 us each
+  way measured 2.26 ms RTT p50). FUSE allows 64 background requests.
 """
 
 
