@@ -99,6 +99,25 @@ impl StorageProcess {
         }
     }
 
+    /// SIGTERM, then wait up to `within` for the process to exit; its exit
+    /// status, or None if it is still running (then it is killed).
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     async fn client(&self) -> StorageClient<Channel> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -145,6 +164,22 @@ fn group(procs: &[&StorageProcess], primary: &str, epoch: u64) -> GroupSpec {
         max_lag_bytes: 0,
         max_lag_seconds: 0,
     }
+}
+
+/// Creates the test volume's replica and configures it with `g`.
+async fn create_and_configure(c: &mut StorageClient<Channel>, g: &GroupSpec) {
+    c.create_replica(CreateReplicaRequest {
+        volume_id: VOL.into(),
+        size_bytes: SIZE,
+    })
+    .await
+    .expect("create");
+    c.configure_group(ConfigureGroupRequest {
+        volume_id: VOL.into(),
+        group: Some(g.clone()),
+    })
+    .await
+    .expect("configure");
 }
 
 async fn status(c: &mut StorageClient<Channel>) -> ReplicaStatus {
@@ -383,19 +418,9 @@ async fn stale_and_malformed_peer_messages_change_nothing() {
     let a = StorageProcess::start(root.path(), "a");
     let b = StorageProcess::start(root.path(), "b");
     let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let g = group(&[&a, &b], "a", 1);
     for cl in [&mut ca, &mut cb] {
-        cl.create_replica(CreateReplicaRequest {
-            volume_id: VOL.into(),
-            size_bytes: SIZE,
-        })
-        .await
-        .expect("create");
-        cl.configure_group(ConfigureGroupRequest {
-            volume_id: VOL.into(),
-            group: Some(group(&[&a, &b], "a", 1)),
-        })
-        .await
-        .expect("configure");
+        create_and_configure(cl, &g).await;
     }
     write(&mut ca, 1, 0, block(1)).await.expect("write");
     wait_in_sync(&mut ca, 1).await;
@@ -817,18 +842,7 @@ async fn acknowledged_writes_survive_kill_9_without_a_flush() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut a = StorageProcess::start(root.path(), "a");
     let mut ca = a.client().await;
-    ca.create_replica(CreateReplicaRequest {
-        volume_id: VOL.into(),
-        size_bytes: SIZE,
-    })
-    .await
-    .expect("create");
-    ca.configure_group(ConfigureGroupRequest {
-        volume_id: VOL.into(),
-        group: Some(group(&[&a], "a", 1)),
-    })
-    .await
-    .expect("configure");
+    create_and_configure(&mut ca, &group(&[&a], "a", 1)).await;
     let blocks = 256u64;
     for i in 0..blocks {
         write(&mut ca, 1, i * BLOCK as u64, block(i))
@@ -850,4 +864,32 @@ async fn acknowledged_writes_survive_kill_9_without_a_flush() {
             "block {i} after kill -9"
         );
     }
+}
+
+/// A storage system told to stop stops, also as a secondary, whose primary
+/// keeps a replication stream open to it that would hold a graceful shutdown
+/// forever; and what it acknowledged is there when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_with_an_open_replication_stream_stops_when_told() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = StorageProcess::start(root.path(), "a");
+    let mut b = StorageProcess::start(root.path(), "b");
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let g = group(&[&a, &b], "a", 1);
+    for cl in [&mut ca, &mut cb] {
+        create_and_configure(cl, &g).await;
+    }
+    // A Sync write: acknowledged once b holds it, over the open stream.
+    write(&mut ca, 1, 0, block(7)).await.expect("write");
+    let status = b
+        .terminate(Duration::from_secs(60))
+        .expect("the secondary did not stop after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    b.spawn();
+    let mut cb = b.client().await;
+    assert_eq!(
+        read_any(&mut cb, 0).await,
+        block(7),
+        "b's copy after restart"
+    );
 }

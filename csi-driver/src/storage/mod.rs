@@ -120,6 +120,9 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     started.serving.await.context("storage system task")?
 }
 
+/// How long open calls may run once the storage system is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Resolves at SIGTERM or Ctrl-C.
 async fn terminate_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -197,12 +200,37 @@ pub async fn start_until(
     let listen = args.listen;
     let serving_registry = registry.clone();
     let serving = tokio::spawn(async move {
-        builder
-            .add_service(storage)
-            .add_service(replication)
-            .serve_with_shutdown(listen, shutdown)
-            .await
-            .with_context(|| format!("serve on {listen}"))?;
+        // A graceful shutdown waits for every open call, and a secondary
+        // always has one: the primary's replication stream, which only ends
+        // when the primary's storage system does. So once told to stop, the
+        // server drains for SHUTDOWN_GRACE and then drops what is left (the
+        // peer reconnects with backoff, as after any restart); the replicas
+        // are closed, their journals synced, either way.
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        tokio::select! {
+            served = builder
+                .add_service(storage)
+                .add_service(replication)
+                .serve_with_shutdown(listen, shutdown) => {
+                served.with_context(|| format!("serve on {listen}"))?;
+            }
+            () = async {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(
+                    grace = ?SHUTDOWN_GRACE,
+                    "calls still open at shutdown (a primary's replication stream); closing them"
+                );
+            }
+        }
         serving_registry.close_all().await;
         Ok(())
     });
