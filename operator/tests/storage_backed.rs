@@ -490,3 +490,41 @@ async fn restarted_operator_finishes_a_relocation() {
     );
     env.cleanup().await;
 }
+
+/// A volume larger than its data centers' disks is refused by their storage
+/// systems before anything is allocated, and the volume says why in its Ready
+/// condition (an event alone expires): the failed step, the data center and
+/// "no space".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_too_large_for_the_disks_says_why_it_is_not_ready() {
+    let env = three_dcs("roam-nospace").await;
+    let _op = Operator::start(&env, "op").await;
+    env.apply_yaml(&format!(
+        "apiVersion: roam.dev/v1alpha1\nkind: VirtualVolume\nmetadata:\n  name: huge\nspec:\n  size: 512Ti\n  dataCenters: [{}, {}]\n  transferType: Sync\n",
+        env.dc("a"),
+        env.dc("b")
+    ))
+    .await;
+    let v = env
+        .wait_volume("huge", "Ready=False naming the full disk", READY, |v| {
+            v.status.as_ref().is_some_and(|s| {
+                roam_crds::conditions::get(&s.conditions, "Ready").is_some_and(|c| {
+                    c.status == "False"
+                        && c.reason == "ActionFailed"
+                        && c.message.contains("no space")
+                        && c.message.contains("CreateReplica")
+                })
+            })
+        })
+        .await;
+    assert_ne!(v.status.map(|s| s.phase), Some(VolumePhase::Ready));
+    let vid = roam_crds::real_volume_id(&env.ns, "huge");
+    for dc in ["a", "b"] {
+        assert_eq!(
+            replica_role(&env.storage[dc].endpoint, &vid).await,
+            None,
+            "no replica on {dc}"
+        );
+    }
+    env.cleanup().await;
+}
