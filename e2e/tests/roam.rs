@@ -340,15 +340,40 @@ async fn an_async_volume_over_three_data_centers_follows_its_pod_to_dc_c() -> Te
     .await
 }
 
+/// Standard output of `command` run in a pod (kubectl exec), for commands
+/// that always print something. An exec stream now and then ends with its
+/// output lost (exit 0, nothing on stdout); that is retried, for up to 30 s,
+/// rather than taken for the command's answer.
+async fn exec_stdout(
+    cluster: &TestCluster,
+    ns: &str,
+    pod: &str,
+    command: &[&str],
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut args = vec!["exec", "-n", ns, pod, "--"];
+    args.extend_from_slice(command);
+    let out = wait_until(
+        &format!("output of {}", command.join(" ")),
+        Duration::from_secs(30),
+        || async {
+            match cluster.kubectl(&args).await {
+                Ok(out) if !out.trim().is_empty() => Ok(out),
+                Ok(_) => Err("exit 0 and no output".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
 /// Size in KiB of the filesystem mounted at /data in a running pod.
 async fn filesystem_kib(
     cluster: &TestCluster,
     ns: &str,
     pod: &str,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let df = cluster
-        .kubectl(&["exec", "-n", ns, pod, "--", "df", "-k", "/data"])
-        .await?;
+    let df = exec_stdout(cluster, ns, pod, &["df", "-k", "/data"]).await?;
     // "Filesystem 1K-blocks Used Available Use% Mounted on", then one line.
     let size = df
         .lines()
@@ -389,8 +414,7 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
         ])
         .await?;
     let written = wait_until("the pod to write its file", POD_TIMEOUT, || async {
-        cluster
-            .kubectl(&["exec", "-n", ns.name(), "app", "--", "cat", "/tmp/written"])
+        exec_stdout(&cluster, ns.name(), "app", &["cat", "/tmp/written"])
             .await
             .map_err(|e| e.to_string())
     })
@@ -428,9 +452,7 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
     )
     .await?;
     assert!(after > before);
-    let read = cluster
-        .kubectl(&["exec", "-n", ns.name(), "app", "--", "md5sum", "/data/blob"])
-        .await?;
+    let read = exec_stdout(&cluster, ns.name(), "app", &["md5sum", "/data/blob"]).await?;
     assert_eq!(
         read, written,
         "the file written before the growth is intact"
