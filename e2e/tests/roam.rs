@@ -367,6 +367,29 @@ async fn exec_stdout(
     Ok(out)
 }
 
+/// Asks for `size` on a claim (the external-resizer takes it from there).
+async fn resize_claim(
+    cluster: &TestCluster,
+    ns: &str,
+    claim: &str,
+    size: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let patch = json!({ "spec": { "resources": { "requests": { "storage": size } } } }).to_string();
+    cluster
+        .kubectl(&[
+            "patch",
+            "pvc",
+            "-n",
+            ns,
+            claim,
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await?;
+    Ok(())
+}
+
 /// Size in KiB of the filesystem mounted at /data in a running pod.
 async fn filesystem_kib(
     cluster: &TestCluster,
@@ -425,18 +448,7 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
         "a 320Mi claim starts below 320 MiB ({before} KiB)"
     );
 
-    cluster
-        .kubectl(&[
-            "patch",
-            "pvc",
-            "-n",
-            ns.name(),
-            "data",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"resources":{"requests":{"storage":"512Mi"}}}}"#,
-        ])
-        .await?;
+    resize_claim(&cluster, ns.name(), "data", "512Mi").await?;
     // The external-resizer calls ControllerExpandVolume, the kubelet then
     // NodeExpandVolume on the mounted volume; the pod sees the space.
     let after = wait_until(
@@ -524,18 +536,7 @@ async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_fi
         .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
         .await?;
 
-    cluster
-        .kubectl(&[
-            "patch",
-            "pvc",
-            "-n",
-            ns.name(),
-            "data",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"resources":{"requests":{"storage":"192Mi"}}}}"#,
-        ])
-        .await?;
+    resize_claim(&cluster, ns.name(), "data", "192Mi").await?;
     // The external-resizer grows the volume; the filesystem follows when the
     // next pod's node stages it.
     let reader = format!("{reader}; df -k /data | tail -1");

@@ -20,8 +20,8 @@ use kube::{
 };
 use roam_crds::{CopyVolumeGroup, DataCenter, VolumePhase};
 use roam_e2e::wait_until;
-use roam_proto::storage::{GetReplicaRequest, ReplicaStatus, Role, storage_client::StorageClient};
-use support::{Env, Operator, Storage, free_port, volume_yaml};
+use roam_proto::storage::Role;
+use support::{Env, Operator, Storage, free_port, replica, volume_yaml};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -29,23 +29,6 @@ use tokio::{
 
 const READY: Duration = Duration::from_secs(90);
 const MIB: u64 = 1 << 20;
-
-/// What the storage system reports about a real volume (`None`: it has none).
-async fn replica(endpoint: &str, volume_id: &str) -> Option<ReplicaStatus> {
-    let mut c = StorageClient::connect(endpoint.to_string())
-        .await
-        .expect("connect storage");
-    match c
-        .get_replica(GetReplicaRequest {
-            volume_id: volume_id.into(),
-        })
-        .await
-    {
-        Ok(r) => Some(r.into_inner()),
-        Err(s) if s.code() == tonic::Code::NotFound => None,
-        Err(s) => panic!("GetReplica on {endpoint}: {s}"),
-    }
-}
 
 async fn group(env: &Env, name: &str) -> CopyVolumeGroup {
     Api::<CopyVolumeGroup>::namespaced(env.client.clone(), &env.ns)

@@ -14,7 +14,7 @@ use kube::{
 };
 use roam_crds::{CopyVolumeGroup, MemberRole, VolumePhase};
 use roam_e2e::wait_until;
-use roam_proto::storage::{GetReplicaRequest, Role, storage_client::StorageClient};
+use roam_proto::storage::Role;
 use support::{Env, Operator, volume_yaml};
 
 const READY: Duration = Duration::from_secs(90);
@@ -32,22 +32,8 @@ fn primary(v: &roam_crds::VirtualVolume) -> Option<(String, u64)> {
 
 /// Role and epoch the storage system itself reports (`None`: no such replica).
 async fn replica_role(endpoint: &str, volume_id: &str) -> Option<(Role, u64)> {
-    let mut c = StorageClient::connect(endpoint.to_string())
-        .await
-        .expect("connect storage");
-    match c
-        .get_replica(GetReplicaRequest {
-            volume_id: volume_id.into(),
-        })
-        .await
-    {
-        Ok(r) => {
-            let r = r.into_inner();
-            Some((Role::try_from(r.role).unwrap_or(Role::Unspecified), r.epoch))
-        }
-        Err(s) if s.code() == tonic::Code::NotFound => None,
-        Err(s) => panic!("GetReplica on {endpoint}: {s}"),
-    }
+    let r = support::replica(endpoint, volume_id).await?;
+    Some((Role::try_from(r.role).unwrap_or(Role::Unspecified), r.epoch))
 }
 
 async fn three_dcs(prefix: &str) -> Env {

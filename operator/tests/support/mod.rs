@@ -419,3 +419,26 @@ pub fn volume_yaml(name: &str, dcs: &[String], transfer: &str, extra: &str) -> S
         dcs.join(", ")
     )
 }
+
+/// What the storage system at `endpoint` reports about a real volume
+/// (`None`: it has none).
+#[allow(dead_code)] // each test binary uses a part of this module
+pub async fn replica(
+    endpoint: &str,
+    volume_id: &str,
+) -> Option<roam_proto::storage::ReplicaStatus> {
+    use roam_proto::storage::{GetReplicaRequest, storage_client::StorageClient};
+    let mut c = StorageClient::connect(endpoint.to_string())
+        .await
+        .expect("connect storage");
+    match c
+        .get_replica(GetReplicaRequest {
+            volume_id: volume_id.into(),
+        })
+        .await
+    {
+        Ok(r) => Some(r.into_inner()),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => panic!("GetReplica on {endpoint}: {s}"),
+    }
+}
