@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use roam_engine::Role as ReplicaRole;
 use roam_engine::frontend::{
-    BlockTarget, FsType, LocalTarget, RemoteTarget, StagedVolume, TargetError,
+    BlockExport, BlockTarget, FsType, LocalTarget, RemoteTarget, StagedVolume, TargetError,
 };
 use roam_proto::csi::node_server::Node;
 use roam_proto::csi::node_service_capability::{self, rpc};
@@ -25,7 +25,7 @@ use tracing::{info, instrument};
 use super::error::NodeError;
 use super::mount;
 use super::params::PublishContext;
-use super::staged::{self, BlockStack, Stack, Staged};
+use super::staged::{self, Stack, Staged};
 use crate::csi_guard::InFlight;
 use crate::csi_metrics::RpcObserver;
 use crate::csi_validate::{Access, absolute_path, require, required_capability};
@@ -103,14 +103,7 @@ impl NodeService {
     pub fn shutdown(&self) {
         let drained: Vec<(String, Staged)> = self.volumes().drain().collect();
         for (volume, mut staged) in drained {
-            for target in &staged.targets {
-                if let Err(e) = mount::unmount_if_mounted(target) {
-                    tracing::error!(volume, "{e:#}");
-                }
-            }
-            if let Some(stack) = staged.stack.take()
-                && let Err(e) = stack.teardown()
-            {
+            if let Err(e) = staged.tear_down() {
                 tracing::error!(volume, "teardown at shutdown: {e:#}");
             }
         }
@@ -181,7 +174,7 @@ impl NodeService {
         let volume_for_err = volume_id.clone();
         let stack = tokio::task::spawn_blocking(move || {
             if block {
-                BlockStack::stage(target, runtime, &fuse_dir).map(Stack::Block)
+                BlockExport::attach(target, runtime, &fuse_dir).map(Stack::Block)
             } else {
                 let options = staged::mount_options(&fuse_dir, &staging_for_task, fs_type, &flags);
                 StagedVolume::stage(target, runtime, &options).map(|s| {
@@ -229,28 +222,27 @@ impl NodeService {
                 _ => None,
             }
         };
-        match taken {
-            Some(mut staged) => {
-                for target in &staged.targets {
-                    mount::unmount_if_mounted(target)?;
-                }
-                if let Some(stack) = staged.stack.take() {
-                    tokio::task::spawn_blocking(move || stack.teardown())
-                        .await
-                        .map_err(|e| NodeError::Join {
-                            rpc: "NodeUnstageVolume",
-                            cause: e.to_string(),
-                        })?
-                        .map_err(|source| NodeError::Unstage {
-                            volume: volume_id.clone(),
-                            source: Box::new(source),
-                        })?;
-                }
-            }
+        let Some(mut staged) = taken else {
             // Not staged by this process: make sure nothing is left mounted.
-            None => mount::unmount_if_mounted(&staging)?,
+            mount::unmount_if_mounted(&staging)?;
+            return Ok(());
+        };
+        let (staged, result) = tokio::task::spawn_blocking(move || {
+            let result = staged.tear_down();
+            (staged, result)
+        })
+        .await
+        .map_err(|e| NodeError::Join {
+            rpc: "NodeUnstageVolume",
+            cause: e.to_string(),
+        })?;
+        if result.is_err() {
+            // "If this RPC failed [...] the CO MAY call NodeUnstageVolume
+            // again": keep what is left tracked so that the retry finishes
+            // the job instead of finding nothing to tear down.
+            self.volumes().insert(volume_id, staged);
         }
-        Ok(())
+        Ok(result?)
     }
 
     #[instrument(skip_all, fields(volume = %req.volume_id))]

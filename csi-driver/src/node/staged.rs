@@ -2,15 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use roam_engine::frontend::{
-    BlockTarget, FrontendError, FsType, FuseExport, LoopDevice, StageOptions, StagedVolume,
-    grow_export,
-};
-use tokio::runtime::Handle;
-use tracing::error;
+use roam_engine::frontend::{BlockExport, FrontendError, FsType, StageOptions, StagedVolume};
 
+use super::error::NodeError;
+use super::mount;
 use super::params::PublishContext;
 
 /// The export stack of one staged volume.
@@ -18,14 +14,14 @@ pub enum Stack {
     /// Mount mode: FUSE -> loop -> file system mounted at the staging path.
     Mounted(StagedVolume),
     /// Block mode: FUSE -> loop; the loop device is what pods get.
-    Block(BlockStack),
+    Block(BlockExport),
 }
 
 impl Stack {
     pub fn device(&self) -> Option<PathBuf> {
         match self {
             Stack::Mounted(staged) => staged.device().map(Path::to_owned),
-            Stack::Block(block) => block.device.as_ref().map(|d| d.path().to_owned()),
+            Stack::Block(export) => export.device().map(Path::to_owned),
         }
     }
 
@@ -35,80 +31,17 @@ impl Stack {
     pub async fn grow(&self) -> Result<u64, FrontendError> {
         match self {
             Stack::Mounted(staged) => staged.grow().await,
-            Stack::Block(block) => block.grow().await,
+            Stack::Block(export) => export.grow().await,
         }
     }
 
-    /// Tears the stack down in order.
-    pub fn teardown(self) -> Result<(), FrontendError> {
+    /// Tears the stack down in order. Blocking. Resumable: after an error
+    /// the stack keeps what is not torn down yet, and a second call (a
+    /// retried NodeUnstageVolume) finishes the job.
+    pub fn teardown(&mut self) -> Result<(), FrontendError> {
         match self {
-            Stack::Mounted(staged) => staged.unstage(),
-            Stack::Block(mut block) => block.teardown(),
-        }
-    }
-}
-
-/// FUSE export and loop device, without a file system.
-pub struct BlockStack {
-    volume: String,
-    target: Arc<dyn BlockTarget>,
-    device: Option<LoopDevice>,
-    fuse: Option<FuseExport>,
-}
-
-impl BlockStack {
-    /// Blocking; see [`StagedVolume::stage`].
-    pub fn stage(
-        target: Arc<dyn BlockTarget>,
-        runtime: Handle,
-        fuse_dir: &Path,
-    ) -> Result<Self, FrontendError> {
-        std::fs::create_dir_all(fuse_dir).map_err(|source| FrontendError::CreateDir {
-            path: fuse_dir.to_owned(),
-            source,
-        })?;
-        let mut stack = BlockStack {
-            volume: target.volume_id().to_owned(),
-            target: target.clone(),
-            device: None,
-            fuse: None,
-        };
-        let fuse = FuseExport::mount(target, fuse_dir, runtime)?;
-        let file = fuse.volume_file();
-        stack.fuse = Some(fuse);
-        stack.device = Some(LoopDevice::attach(&file)?);
-        Ok(stack)
-    }
-
-    async fn grow(&self) -> Result<u64, FrontendError> {
-        match (&self.fuse, &self.device) {
-            (Some(fuse), Some(device)) => grow_export(&self.target, fuse, device).await,
-            _ => Err(FrontendError::NotStaged {
-                volume: self.volume.clone(),
-            }),
-        }
-    }
-
-    fn teardown(&mut self) -> Result<(), FrontendError> {
-        let mut first = None;
-        if let Some(device) = self.device.take()
-            && let Err(e) = device.detach()
-        {
-            first.get_or_insert(e);
-        }
-        if let Some(fuse) = self.fuse.take()
-            && let Err(e) = fuse.unmount()
-        {
-            first.get_or_insert(e);
-        }
-        first.map_or(Ok(()), Err)
-    }
-}
-
-impl Drop for BlockStack {
-    fn drop(&mut self) {
-        if let Err(e) = self.teardown() {
-            error!(volume = %self.volume, "block stack teardown: {e:#}");
+            Stack::Mounted(staged) => staged.teardown(),
+            Stack::Block(export) => export.teardown(),
         }
     }
 }
@@ -138,4 +71,25 @@ pub struct Staged {
     pub targets: BTreeSet<PathBuf>,
     /// None only while the stack is being torn down.
     pub stack: Option<Stack>,
+}
+
+impl Staged {
+    /// Unmounts the targets still published, then tears the stack down: the
+    /// one teardown of a staged volume, for NodeUnstageVolume and for
+    /// process shutdown. Blocking. Resumable: whatever fails stays here, and
+    /// a second call goes on from there.
+    pub fn tear_down(&mut self) -> Result<(), NodeError> {
+        while let Some(target) = self.targets.first().cloned() {
+            mount::unmount_if_mounted(&target)?;
+            self.targets.remove(&target);
+        }
+        if let Some(stack) = &mut self.stack {
+            stack.teardown().map_err(|source| NodeError::Unstage {
+                volume: self.context.volume_id.clone(),
+                source: Box::new(source),
+            })?;
+            self.stack = None;
+        }
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ pub enum FrontendError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unmount FUSE export at {path}: {source}")]
+    #[error("unmount FUSE export at {path} (the export stays staged, retry the unstage): {source}")]
     UnmountFuse {
         path: PathBuf,
         source: std::io::Error,
@@ -25,6 +25,15 @@ pub enum FrontendError {
     AttachLoop { file: PathBuf, cause: String },
     #[error("detach loop device {device}: {cause}")]
     DetachLoop { device: PathBuf, cause: String },
+    #[error(
+        "loop device {device} still holds {file} {waited:?} after it was detached: another \
+         process still has the device open; the export stays staged, retry the unstage"
+    )]
+    LoopNotReleased {
+        device: PathBuf,
+        file: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error("probe {device} for a filesystem: {cause}")]
     Probe { device: PathBuf, cause: String },
     #[error("{device} holds {found:?}, not the requested {wanted}; refusing to touch it")]

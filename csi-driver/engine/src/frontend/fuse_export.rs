@@ -19,7 +19,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno as NixErrno;
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -31,6 +33,7 @@ use tokio::runtime::Handle;
 use tracing::{error, info};
 
 use super::error::FrontendError;
+use super::loop_device::DEFAULT_RELEASE_TIMEOUT;
 use super::target::{BlockTarget, TargetError};
 
 /// Name of the single file in the export.
@@ -43,6 +46,8 @@ const MAX_BACKGROUND: u16 = 64;
 const FUSE_THREADS: usize = 2;
 const FILE_INO: INodeNo = INodeNo(2);
 const ATTR_TTL: Duration = Duration::from_secs(3600);
+/// How often a busy unmount is tried again.
+const BUSY_POLL: Duration = Duration::from_millis(10);
 
 struct VolumeFs {
     target: Arc<dyn BlockTarget>,
@@ -421,29 +426,51 @@ impl FuseExport {
         self.mountpoint.join(VOLUME_FILE_NAME)
     }
 
-    /// Unmounts and waits for the request threads to finish.
-    pub fn unmount(mut self) -> Result<(), FrontendError> {
-        self.unmount_inner()
-    }
-
-    fn unmount_inner(&mut self) -> Result<(), FrontendError> {
-        match self.session.take() {
-            Some(session) => {
-                session
-                    .umount_and_join()
-                    .map_err(|source| FrontendError::UnmountFuse {
-                        path: self.mountpoint.clone(),
-                        source,
-                    })
-            }
-            None => Ok(()),
+    /// Unmounts and waits for the request threads to finish. A mount that
+    /// is still busy (something has the volume file open) is tried again
+    /// until `timeout` has passed. Resumable: after an error the export stays
+    /// mounted and served, and a second call tries again; after success it
+    /// is a no-op.
+    pub fn unmount(&mut self, timeout: Duration) -> Result<(), FrontendError> {
+        if self.session.is_none() {
+            return Ok(());
         }
+        // Unmount here rather than through the session, which is consumed
+        // by its unmount even when that fails: the mount would be left
+        // behind with nothing tracking it.
+        let deadline = Instant::now() + timeout;
+        loop {
+            match nix::mount::umount(&self.mountpoint) {
+                Ok(()) => break,
+                // Unmounted already (by hand, or by an earlier try).
+                Err(NixErrno::EINVAL | NixErrno::ENOENT) => break,
+                Err(NixErrno::EBUSY) if Instant::now() < deadline => std::thread::sleep(BUSY_POLL),
+                Err(e) => {
+                    return Err(FrontendError::UnmountFuse {
+                        path: self.mountpoint.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        // The kernel ended the connection: the session finds nothing left to
+        // unmount and joins its request threads.
+        if let Some(session) = self.session.take() {
+            session
+                .umount_and_join()
+                .map_err(|source| FrontendError::UnmountFuse {
+                    path: self.mountpoint.clone(),
+                    source,
+                })?;
+        }
+        info!(mountpoint = %self.mountpoint.display(), "FUSE export unmounted");
+        Ok(())
     }
 }
 
 impl Drop for FuseExport {
     fn drop(&mut self) {
-        if let Err(e) = self.unmount_inner() {
+        if let Err(e) = self.unmount(DEFAULT_RELEASE_TIMEOUT) {
             error!("{e:#}");
         }
     }

@@ -3,16 +3,26 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::error::FrontendError;
 
+/// How often a teardown looks again whether the kernel let go.
+const RELEASE_POLL: Duration = Duration::from_millis(10);
+
 /// An attached loop device. Detach with [`LoopDevice::detach`]; dropping it
 /// detaches too.
 #[derive(Debug)]
 pub struct LoopDevice {
+    /// None once detached and released.
     device: Option<PathBuf>,
+    /// The backing file, as the caller named it.
+    file: PathBuf,
+    /// The backing file as sysfs names it (the kernel's own path for it),
+    /// read right after the attach: what "still holds the file" compares.
+    backing: String,
 }
 
 impl LoopDevice {
@@ -33,8 +43,11 @@ impl LoopDevice {
             });
         }
         info!(device = %device.display(), file = %file.display(), "loop device attached");
+        let backing = backing_file(&device).unwrap_or_else(|| file.to_string_lossy().into_owned());
         Ok(Self {
             device: Some(device),
+            file: file.to_owned(),
+            backing,
         })
     }
 
@@ -49,32 +62,84 @@ impl LoopDevice {
         set_capacity(self.path())
     }
 
-    pub fn detach(mut self) -> Result<(), FrontendError> {
-        self.detach_inner()
-    }
-
-    fn detach_inner(&mut self) -> Result<(), FrontendError> {
-        let Some(device) = self.device.take() else {
+    /// Detaches the device and waits, up to `timeout`, until the kernel has
+    /// really let go of the backing file.
+    ///
+    /// `losetup --detach` of a device that someone still has open (udev,
+    /// blkid, a monitoring agent, a pod) only marks it for autoclear: the
+    /// kernel drops its reference to the file when the last opener closes
+    /// the device. Until then the file is busy, so whatever is under it (the
+    /// FUSE export) cannot be unmounted. Resumable: after an error the
+    /// device stays tracked and a second call goes on where the first
+    /// stopped; after success it is a no-op.
+    pub fn detach(&mut self, timeout: Duration) -> Result<(), FrontendError> {
+        let Some(device) = self.device.clone() else {
             return Ok(());
         };
-        let output = losetup(&["--detach"], &device)?;
-        if !output.status.success() {
-            return Err(FrontendError::DetachLoop {
-                device,
-                cause: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
+        if self.holds_file(&device) && loop_attr(&device, "autoclear").as_deref() != Some("1") {
+            let output = losetup(&["--detach"], &device)?;
+            // It may have let go between the look and the call.
+            if !output.status.success() && self.holds_file(&device) {
+                return Err(FrontendError::DetachLoop {
+                    device,
+                    cause: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                });
+            }
         }
-        info!(device = %device.display(), "loop device detached");
+        let deadline = Instant::now() + timeout;
+        while self.holds_file(&device) {
+            if Instant::now() >= deadline {
+                return Err(FrontendError::LoopNotReleased {
+                    device,
+                    file: self.file.clone(),
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(RELEASE_POLL);
+        }
+        info!(device = %device.display(), "loop device detached and released");
+        self.device = None;
         Ok(())
+    }
+
+    /// Whether `device` is still bound to this device's backing file. A
+    /// device that is unbound, or already bound to another file (reused
+    /// after the release), does not hold it.
+    fn holds_file(&self, device: &Path) -> bool {
+        backing_file(device).is_some_and(|backing| backing == self.backing)
     }
 }
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        if let Err(e) = self.detach_inner() {
+        if let Err(e) = self.detach(DEFAULT_RELEASE_TIMEOUT) {
             warn!("{e:#}");
         }
     }
+}
+
+/// How long a teardown waits for the kernel to let go of a loop device's
+/// backing file before it gives up with [`FrontendError::LoopNotReleased`]
+/// (and leaves the rest for a retry).
+pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The file `device` is bound to, as sysfs names it; None when unbound.
+fn backing_file(device: &Path) -> Option<String> {
+    let backing = loop_attr(device, "backing_file")?;
+    // sysfs appends " (deleted)" to a file that was unlinked meanwhile.
+    Some(match backing.strip_suffix(" (deleted)") {
+        Some(path) => path.to_owned(),
+        None => backing,
+    })
+}
+
+/// `/sys/block/<name>/loop/<attr>`, trimmed; None when the device is not
+/// bound to a file (the `loop` directory exists only while it is).
+fn loop_attr(device: &Path, attr: &str) -> Option<String> {
+    let name = device.file_name()?.to_string_lossy();
+    std::fs::read_to_string(format!("/sys/block/{name}/loop/{attr}"))
+        .ok()
+        .map(|text| text.trim_end_matches('\n').to_owned())
 }
 
 /// Makes loop device `device`'s capacity follow its file's current size

@@ -17,9 +17,12 @@
 //! NBD, ublk or iSCSI: [`FuseExport`] shows the target as the single regular
 //! file of a FUSE filesystem (direct I/O, 1 MiB writes, requests served
 //! concurrently on a tokio runtime), [`LoopDevice`] attaches that file as a
-//! block device with direct I/O, and [`filesystem`] formats it only when it
-//! holds no filesystem or signature at all, then mounts it. [`StagedVolume`]
-//! owns the whole stack and tears it down in reverse order.
+//! block device with direct I/O ([`BlockExport`] owns the two, and is what a
+//! raw block volume is), and [`filesystem`] formats it only when it holds no
+//! filesystem or signature at all, then mounts it. [`StagedVolume`] owns the
+//! whole stack and tears it down in reverse order; teardown waits for the
+//! kernel to let go of the loop device's file before it unmounts the FUSE
+//! export, and is resumable after an error.
 //!
 //! Guarantees: a write is acknowledged to the kernel only after the target
 //! acknowledged it; `fsync`/`fdatasync` on the file (which the loop driver
@@ -33,6 +36,7 @@
 //! the FUSE and loop layers.
 
 mod error;
+mod export;
 mod file_target;
 pub mod filesystem;
 mod fuse_export;
@@ -43,11 +47,12 @@ mod staged;
 mod target;
 
 pub use error::FrontendError;
+pub use export::BlockExport;
 pub use file_target::FileTarget;
 pub use filesystem::FsType;
 pub use fuse_export::{ExportedSize, FuseExport, VOLUME_FILE_NAME};
 pub use local_target::LocalTarget;
-pub use loop_device::LoopDevice;
+pub use loop_device::{DEFAULT_RELEASE_TIMEOUT, LoopDevice};
 pub use remote_target::RemoteTarget;
-pub use staged::{StageOptions, StagedVolume, grow_export};
+pub use staged::{StageOptions, StagedVolume};
 pub use target::{BlockTarget, TargetError};

@@ -2,11 +2,14 @@
 //! by one value so that it is torn down in order and completely.
 //!
 //! Expected flow: [`StagedVolume::stage`] mounts the FUSE export, attaches
-//! its file to a loop device, formats the device only if it holds nothing,
-//! and mounts it; [`StagedVolume::unstage`] (or drop) unmounts the
-//! filesystem (which writes itself out through the target), detaches the
-//! loop device, and unmounts the FUSE export, joining its threads. A stage
-//! that fails half way undoes what it had done before returning the error.
+//! its file to a loop device (a [`BlockExport`]), formats the device only if
+//! it holds nothing, and mounts it; [`StagedVolume::teardown`] (or
+//! [`StagedVolume::unstage`], or drop) unmounts the filesystem (which writes
+//! itself out through the target), then tears the block export down: detach
+//! the loop device, wait until the kernel let go of the file, unmount the
+//! FUSE export, join its threads. A stage that fails half way undoes what it
+//! had done before returning the error. A teardown that fails keeps every
+//! step not yet done, so calling it again finishes the job.
 //!
 //! Growing (NodeExpandVolume): once the volume behind the target was
 //! expanded, [`StagedVolume::grow`] makes the FUSE file and then the loop
@@ -15,44 +18,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tracing::{error, instrument, warn};
+use tracing::{instrument, warn};
 
 use super::error::FrontendError;
+use super::export::BlockExport;
 use super::filesystem::{self, FsType};
-use super::fuse_export::{ExportedSize, FuseExport};
-use super::loop_device::{self, LoopDevice};
 use super::target::BlockTarget;
-
-/// Grows a FUSE export and the loop device over it to the size `target`
-/// reports now; see [`StagedVolume::grow`]. Also for stacks without a
-/// filesystem (raw block volumes).
-pub async fn grow_export(
-    target: &Arc<dyn BlockTarget>,
-    fuse: &FuseExport,
-    device: &LoopDevice,
-) -> Result<u64, FrontendError> {
-    let volume = target.volume_id().to_owned();
-    let new_size = target
-        .refresh_size()
-        .await
-        .map_err(|source| FrontendError::QuerySize {
-            volume: volume.clone(),
-            source,
-        })?;
-    let size: ExportedSize = fuse.size().clone();
-    let device = device.path().to_owned();
-    tokio::task::spawn_blocking(move || {
-        size.grow(new_size)?;
-        loop_device::set_capacity(&device)
-    })
-    .await
-    .map_err(|e| FrontendError::ResizeTask {
-        volume,
-        cause: e.to_string(),
-    })?
-}
 
 /// How to stage a volume.
 #[derive(Debug, Clone)]
@@ -69,12 +43,10 @@ pub struct StageOptions {
 /// The mounted stack; see the module doc.
 pub struct StagedVolume {
     volume: String,
-    target: Arc<dyn BlockTarget>,
     mount_path: PathBuf,
     mounted: bool,
     formatted: bool,
-    loop_device: Option<LoopDevice>,
-    fuse: Option<FuseExport>,
+    export: BlockExport,
 }
 
 impl StagedVolume {
@@ -87,27 +59,22 @@ impl StagedVolume {
         runtime: Handle,
         options: &StageOptions,
     ) -> Result<Self, FrontendError> {
-        for dir in [&options.fuse_dir, &options.mount_path] {
-            std::fs::create_dir_all(dir).map_err(|source| FrontendError::CreateDir {
-                path: dir.clone(),
+        std::fs::create_dir_all(&options.mount_path).map_err(|source| {
+            FrontendError::CreateDir {
+                path: options.mount_path.clone(),
                 source,
-            })?;
-        }
+            }
+        })?;
+        let volume = target.volume_id().to_owned();
+        let export = BlockExport::attach(target, runtime, &options.fuse_dir)?;
+        let device_path = export.device().unwrap_or(Path::new("")).to_owned();
         let mut staged = StagedVolume {
-            volume: target.volume_id().to_owned(),
-            target: Arc::clone(&target),
+            volume,
             mount_path: options.mount_path.clone(),
             mounted: false,
             formatted: false,
-            loop_device: None,
-            fuse: None,
+            export,
         };
-        let fuse = FuseExport::mount(target, &options.fuse_dir, runtime)?;
-        let file = fuse.volume_file();
-        staged.fuse = Some(fuse);
-        let device = LoopDevice::attach(&file)?;
-        let device_path = device.path().to_owned();
-        staged.loop_device = Some(device);
         staged.formatted = filesystem::format_if_unformatted(&device_path, options.fs_type)?;
         if !staged.formatted && options.fs_type == FsType::Ext4 {
             filesystem::grow_ext4_before_mount(&device_path)?;
@@ -133,70 +100,61 @@ impl StagedVolume {
 
     /// The loop device the filesystem is mounted from.
     pub fn device(&self) -> Option<&Path> {
-        self.loop_device.as_ref().map(LoopDevice::path)
+        self.export.device()
     }
 
-    /// Grows the exported volume to the size its target reports now: asks
-    /// the target (the replica handle, the primary's storage system via
-    /// GetReplica, or the file's length), makes the FUSE file show that size
-    /// and sets the loop device's capacity to it. Returns the loop device's
-    /// new size in bytes. Does not touch the filesystem on it. A target that
-    /// reports less than the exported size is refused with
-    /// [`FrontendError::ShrinkRefused`] and nothing changes. Calling it again
-    /// with no expansion in between is a no-op that returns the same size.
+    /// See [`BlockExport::set_release_timeout`].
+    pub fn set_release_timeout(&mut self, timeout: Duration) {
+        self.export.set_release_timeout(timeout);
+    }
+
+    /// Grows the exported volume to the size its target reports now; see
+    /// [`BlockExport::grow`]. Does not touch the filesystem on it.
     #[instrument(skip_all, fields(volume = %self.volume))]
     pub async fn grow(&self) -> Result<u64, FrontendError> {
-        let (Some(fuse), Some(device)) = (&self.fuse, &self.loop_device) else {
-            return Err(FrontendError::NotStaged {
-                volume: self.volume.clone(),
-            });
-        };
-        grow_export(&self.target, fuse, device).await
+        self.export.grow().await
     }
 
-    /// Tears the stack down in order; the first error is returned after every
-    /// later step was still tried.
+    /// Tears the stack down and consumes it. On an error the value is
+    /// dropped, and dropping tries the rest once more (and logs what still
+    /// fails); a caller that can retry later keeps the value and calls
+    /// [`StagedVolume::teardown`] instead.
     #[instrument(skip_all, fields(volume = %self.volume))]
     pub fn unstage(mut self) -> Result<(), FrontendError> {
         self.teardown()
     }
 
-    fn teardown(&mut self) -> Result<(), FrontendError> {
-        let mut first_error = None;
-        if self.mounted {
-            self.mounted = false;
-            if let Err(e) = filesystem::unmount(&self.mount_path) {
-                // Leave nothing mounted: detach lazily, the kernel finishes
-                // once the last user is gone.
-                warn!("{e:#}; unmounting lazily");
-                let _ = std::process::Command::new("umount")
-                    .arg("--lazy")
-                    .arg(&self.mount_path)
-                    .status();
-                first_error.get_or_insert(e);
-            }
+    /// Tears the stack down in order: the filesystem, then the block export
+    /// (which waits for the loop device to let go of its file). Blocking.
+    /// Resumable: after an error, calling it again goes on from the step
+    /// that failed; after success it is a no-op.
+    #[instrument(skip_all, fields(volume = %self.volume))]
+    pub fn teardown(&mut self) -> Result<(), FrontendError> {
+        self.unmount_filesystem();
+        self.export.teardown()
+    }
+
+    fn unmount_filesystem(&mut self) {
+        if !self.mounted {
+            return;
         }
-        if let Some(device) = self.loop_device.take()
-            && let Err(e) = device.detach()
-        {
-            first_error.get_or_insert(e);
+        if let Err(e) = filesystem::unmount(&self.mount_path) {
+            // Leave nothing mounted: detach lazily, the kernel finishes once
+            // the last user is gone. Until then the loop device stays held,
+            // which the export's teardown waits for, or reports.
+            warn!("{e:#}; unmounting lazily");
+            let _ = std::process::Command::new("umount")
+                .arg("--lazy")
+                .arg(&self.mount_path)
+                .status();
         }
-        if let Some(fuse) = self.fuse.take()
-            && let Err(e) = fuse.unmount()
-        {
-            first_error.get_or_insert(e);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.mounted = false;
     }
 }
 
 impl Drop for StagedVolume {
+    /// The filesystem first; the export's own drop then tears it down.
     fn drop(&mut self) {
-        if let Err(e) = self.teardown() {
-            error!(volume = %self.volume, "teardown: {e:#}");
-        }
+        self.unmount_filesystem();
     }
 }

@@ -1,0 +1,134 @@
+//! A block export: a volume's FUSE export and the loop device over its file.
+//! This is what a raw block volume hands to a pod, and what a filesystem is
+//! mounted from ([`super::StagedVolume`]).
+//!
+//! Expected flow: [`BlockExport::attach`] mounts the FUSE export and attaches
+//! its file to a loop device; [`BlockExport::teardown`] detaches the loop
+//! device, waits until the kernel has let go of the file, and only then
+//! unmounts the FUSE export and joins its threads.
+//!
+//! Guarantees: teardown is the one place the stack comes apart, and it is
+//! resumable. A step that fails (the loop device still held by another
+//! process past the release timeout, the export still busy) leaves that step
+//! and every later one tracked, so a second call (a retried NodeUnstage)
+//! finishes the job; nothing is dropped on an error path with a mount left
+//! behind. Dropping the export tears it down too, and logs what failed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tracing::error;
+
+use super::error::FrontendError;
+use super::fuse_export::FuseExport;
+use super::loop_device::{self, DEFAULT_RELEASE_TIMEOUT, LoopDevice};
+use super::target::BlockTarget;
+
+/// The FUSE export and the loop device over it; see the module doc.
+pub struct BlockExport {
+    volume: String,
+    target: Arc<dyn BlockTarget>,
+    device: Option<LoopDevice>,
+    fuse: Option<FuseExport>,
+    release_timeout: Duration,
+}
+
+impl BlockExport {
+    /// Mounts the FUSE export of `target` at `fuse_dir` (created if missing)
+    /// and attaches its file to a loop device. Blocking; `runtime` serves the
+    /// FUSE requests and must not be blocked by the caller meanwhile. A
+    /// failure half way undoes the first half.
+    pub fn attach(
+        target: Arc<dyn BlockTarget>,
+        runtime: Handle,
+        fuse_dir: &Path,
+    ) -> Result<Self, FrontendError> {
+        std::fs::create_dir_all(fuse_dir).map_err(|source| FrontendError::CreateDir {
+            path: fuse_dir.to_owned(),
+            source,
+        })?;
+        let mut export = BlockExport {
+            volume: target.volume_id().to_owned(),
+            target: Arc::clone(&target),
+            device: None,
+            fuse: None,
+            release_timeout: DEFAULT_RELEASE_TIMEOUT,
+        };
+        let fuse = FuseExport::mount(target, fuse_dir, runtime)?;
+        let file = fuse.volume_file();
+        export.fuse = Some(fuse);
+        export.device = Some(LoopDevice::attach(&file)?);
+        Ok(export)
+    }
+
+    /// How long a teardown waits for the loop device to let go of the file
+    /// (and for a busy export) before it gives up; default
+    /// [`DEFAULT_RELEASE_TIMEOUT`].
+    pub fn set_release_timeout(&mut self, timeout: Duration) {
+        self.release_timeout = timeout;
+    }
+
+    /// The loop device, while attached.
+    pub fn device(&self) -> Option<&Path> {
+        self.device.as_ref().map(LoopDevice::path)
+    }
+
+    /// Grows the export to the size its target reports now: asks the target
+    /// (the replica handle, the primary's storage system, or the file's
+    /// length), makes the FUSE file show that size and sets the loop device's
+    /// capacity to it. Returns the loop device's new size in bytes. A target
+    /// that reports less than the exported size is refused with
+    /// [`FrontendError::ShrinkRefused`] and nothing changes; no expansion in
+    /// between makes it a no-op that returns the same size.
+    pub async fn grow(&self) -> Result<u64, FrontendError> {
+        let (Some(fuse), Some(device)) = (&self.fuse, &self.device) else {
+            return Err(FrontendError::NotStaged {
+                volume: self.volume.clone(),
+            });
+        };
+        let volume = self.volume.clone();
+        let new_size =
+            self.target
+                .refresh_size()
+                .await
+                .map_err(|source| FrontendError::QuerySize {
+                    volume: volume.clone(),
+                    source,
+                })?;
+        let size = fuse.size().clone();
+        let device = device.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            size.grow(new_size)?;
+            loop_device::set_capacity(&device)
+        })
+        .await
+        .map_err(|e| FrontendError::ResizeTask {
+            volume,
+            cause: e.to_string(),
+        })?
+    }
+
+    /// Detaches the loop device, waits for the kernel to release the file,
+    /// unmounts the FUSE export. Blocking. Resumable; see the module doc.
+    pub fn teardown(&mut self) -> Result<(), FrontendError> {
+        if let Some(device) = &mut self.device {
+            device.detach(self.release_timeout)?;
+            self.device = None;
+        }
+        if let Some(fuse) = &mut self.fuse {
+            fuse.unmount(self.release_timeout)?;
+            self.fuse = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BlockExport {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            error!(volume = %self.volume, "block export teardown: {e:#}");
+        }
+    }
+}
