@@ -1,0 +1,376 @@
+//! The seeded fault campaign (`make faults`): trials of real faults against
+//! storage systems run as separate processes, one per data center, each in
+//! its network namespace; the campaign plays the operator through the
+//! storage API; a workload writes checksummed blocks and keeps a history;
+//! a checker judges the history and what every member holds against the
+//! replication contract (docs/faults.md).
+//!
+//! Environment:
+//! - `FAULT_TRIALS=N`: run trials with seeds `FAULT_FIRST_SEED..+N`
+//!   (defaults 50 and 1).
+//! - `FAULT_SEED=S`: run the one trial of seed S (a replay).
+//! - `FAULT_PROFILE=short`: leave out the kinds listed in
+//!   [`SHORT_RUN_EXCLUDED`] (the run in `make test`).
+//! - `FAULT_KINDS=a,b`: only these kinds (names as printed).
+//!
+//! Every trial prints one line; the run ends with
+//! `N trials, M faults, V violations`, then each violation with its seed and
+//! the command that replays it, and fails if there was any.
+
+mod checker;
+mod faults;
+mod operator;
+mod rng;
+mod workload;
+mod world;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use roam_proto::storage::{FailurePolicy, MemberState, TransferType};
+use tokio::sync::Mutex;
+
+use faults::FaultKind;
+use operator::Operator;
+use rng::Rng;
+use workload::Workload;
+use world::World;
+
+/// Kinds left out of the short run in `make test`, each because it still
+/// finds violations in the engine as it is (issue 9); `make faults` runs
+/// them all. Remove a kind here once the engine passes it.
+pub const SHORT_RUN_EXCLUDED: &[FaultKind] = &[];
+
+const VOLUME: &str = "campaign";
+const VOLUME_BYTES: u64 = 16 << 20;
+/// Each data directory: the volume, a journal that grows until its 64 MiB
+/// checkpoint, and room to spare.
+const DISK_BYTES: u64 = 112 << 20;
+const NODES: u8 = 3;
+
+struct Outcome {
+    seed: u64,
+    label: String,
+    faults: Vec<FaultKind>,
+    violations: Vec<String>,
+    error: Option<String>,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+    })
+}
+
+fn kinds_from_env() -> Vec<FaultKind> {
+    let mut kinds: Vec<FaultKind> = match std::env::var("FAULT_KINDS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|n| {
+                FaultKind::from_name(n.trim()).unwrap_or_else(|| {
+                    let names: Vec<_> = faults::ALL.iter().map(|k| k.name()).collect();
+                    panic!(
+                        "FAULT_KINDS: unknown kind {n:?}; kinds: {}",
+                        names.join(",")
+                    )
+                })
+            })
+            .collect(),
+        _ => faults::ALL.to_vec(),
+    };
+    if std::env::var("FAULT_PROFILE").is_ok_and(|p| p == "short") {
+        kinds.retain(|k| !SHORT_RUN_EXCLUDED.contains(k));
+    }
+    kinds
+}
+
+pub async fn run_from_env() {
+    let kinds = kinds_from_env();
+    let seeds: Vec<u64> = match env_u64("FAULT_SEED") {
+        Some(s) => vec![s],
+        None => {
+            let first = env_u64("FAULT_FIRST_SEED").unwrap_or(1);
+            let n = env_u64("FAULT_TRIALS").unwrap_or(50);
+            (first..first + n).collect()
+        }
+    };
+    let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
+    eprintln!(
+        "fault campaign: {} trial(s), seeds {}..={}, kinds {}",
+        seeds.len(),
+        seeds[0],
+        seeds[seeds.len() - 1],
+        names.join(",")
+    );
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for seed in seeds {
+        let kinds = kinds.clone();
+        // A trial that panics (a storage system that never starts) is an
+        // error of that trial, not the end of the campaign.
+        let outcome = match tokio::spawn(trial(seed, kinds)).await {
+            Ok(o) => o,
+            Err(e) => Outcome {
+                seed,
+                label: String::new(),
+                faults: Vec::new(),
+                violations: Vec::new(),
+                error: Some(format!("trial panicked: {e}")),
+            },
+        };
+        eprintln!(
+            "seed {:>5} {:<14} {:<60} {}",
+            outcome.seed,
+            outcome.label,
+            outcome
+                .faults
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            match (&outcome.error, outcome.violations.len()) {
+                (Some(e), _) => format!("ERROR {e}"),
+                (None, 0) => "ok".to_string(),
+                (None, v) => format!("{v} VIOLATION(S)"),
+            }
+        );
+        outcomes.push(outcome);
+    }
+    let faults: usize = outcomes.iter().map(|o| o.faults.len()).sum();
+    let violations: usize = outcomes.iter().map(|o| o.violations.len()).sum();
+    let errors: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    let mut per_kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for o in &outcomes {
+        for k in &o.faults {
+            let e = per_kind.entry(k.name()).or_default();
+            e.0 += 1;
+            if !o.violations.is_empty() {
+                e.1 += 1;
+            }
+        }
+    }
+    eprintln!("faults per kind (trials with a violation):");
+    for (k, (n, bad)) in &per_kind {
+        eprintln!("  {k:<32} {n:>5} ({bad})");
+    }
+    eprintln!("{:.0} s in all", started.elapsed().as_secs_f64());
+    println!(
+        "{} trials, {faults} faults, {violations} violations",
+        outcomes.len()
+    );
+    for o in &outcomes {
+        for v in &o.violations {
+            println!(
+                "violation (seed {}, {} {}): {v}\n  replay: FAULT_SEED={} make faults",
+                o.seed,
+                o.label,
+                o.faults
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                o.seed
+            );
+        }
+    }
+    for o in &errors {
+        println!(
+            "error (seed {}): {}\n  replay: FAULT_SEED={} make faults",
+            o.seed,
+            o.error.as_deref().unwrap_or_default(),
+            o.seed
+        );
+    }
+    assert!(
+        violations == 0 && errors.is_empty(),
+        "{violations} violation(s), {} trial error(s)",
+        errors.len()
+    );
+}
+
+async fn trial(seed: u64, kinds: Vec<FaultKind>) -> Outcome {
+    let mut rng = Rng::new(seed);
+    let transfer = *rng.pick(&[TransferType::Sync, TransferType::Async]);
+    let policy = *rng.pick(&[FailurePolicy::Block, FailurePolicy::Degrade]);
+    let label = format!(
+        "{}/{}",
+        if transfer == TransferType::Sync {
+            "sync"
+        } else {
+            "async"
+        },
+        if policy == FailurePolicy::Block {
+            "block"
+        } else {
+            "degrade"
+        }
+    );
+    let mut chosen = vec![*rng.pick(&kinds)];
+    if rng.chance(40) {
+        chosen.push(*rng.pick(&kinds));
+    }
+    let mut outcome = Outcome {
+        seed,
+        label,
+        faults: chosen.clone(),
+        violations: Vec::new(),
+        error: None,
+    };
+    match run_trial(seed, &mut rng, transfer, policy, &chosen).await {
+        Ok(v) => outcome.violations = v,
+        Err(e) => outcome.error = Some(e),
+    }
+    outcome
+}
+
+async fn run_trial(
+    seed: u64,
+    rng: &mut Rng,
+    transfer: TransferType,
+    policy: FailurePolicy,
+    chosen: &[FaultKind],
+) -> Result<Vec<String>, String> {
+    let base = Instant::now();
+    let mut world = World::start(NODES, DISK_BYTES).await;
+    let (mut op, target) = Operator::new(
+        &world.topology,
+        VOLUME,
+        VOLUME_BYTES,
+        transfer,
+        policy,
+        base,
+    );
+    op.create().await?;
+    op.settle(Duration::from_secs(20))
+        .await
+        .map_err(|e| format!("initial sync: {e}"))?;
+    let setup = base.elapsed();
+    let op = Arc::new(Mutex::new(op));
+    let stop = Arc::new(AtomicBool::new(false));
+    let looping = {
+        let (op, stop) = (op.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                op.lock().await.reconcile(true).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let workload = Workload::start(&world.topology, VOLUME, target, seed, base);
+    tokio::time::sleep(Duration::from_millis(rng.range(200, 600))).await;
+    let mut done = Vec::new();
+    for kind in chosen {
+        let t = base.elapsed().as_secs_f64();
+        let what = faults::inject(*kind, &mut world, &op, rng, VOLUME).await;
+        done.push(format!("+{t:.3}s {}: {what}", kind.name()));
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 500))).await;
+    }
+    let history = workload.stop().await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = looping.await;
+    world.heal_all().await;
+    let mut op = Arc::try_unwrap(op)
+        .map_err(|_| "operator still shared".to_string())?
+        .into_inner();
+    let faulted = base.elapsed();
+    let settled = op.settle(Duration::from_secs(25)).await;
+    let settle = base.elapsed();
+
+    // What every member holds now, and who claims to be in sync.
+    let mut images = Vec::new();
+    for i in 0..world.topology.len() {
+        let mut c = world::channel(&world.topology.host[i], Duration::from_secs(10));
+        images.push(checker::read_replica(&mut c, VOLUME, 0, VOLUME_BYTES).await);
+    }
+    let p = op.primary;
+    let primary_status = match &settled {
+        Ok(s) => Some(s.clone()),
+        Err(_) => {
+            let mut c = world::channel(&world.topology.host[p], Duration::from_secs(5));
+            c.get_replica(roam_proto::storage::GetReplicaRequest {
+                volume_id: VOLUME.into(),
+            })
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+        }
+    };
+    let mut violations = Vec::new();
+    let mut finals = Vec::new();
+    match &images[p] {
+        Ok(img) => finals.push((p, checker::snapshot_of(img))),
+        Err(e) => violations.push(format!("the final primary dc-{p} could not be read: {e}")),
+    }
+    if let (Some(status), Ok(primary_image)) = (&primary_status, &images[p]) {
+        for m in &status.members {
+            let Some(j) = world
+                .topology
+                .data_centers
+                .iter()
+                .position(|d| *d == m.data_center)
+            else {
+                continue;
+            };
+            if m.state != MemberState::InSync as i32 || m.applied_seq != status.written_seq {
+                continue;
+            }
+            match &images[j] {
+                Ok(img) => {
+                    if let Some(d) = checker::first_difference(primary_image, img) {
+                        violations.push(format!(
+                            "{} is reported in sync at seq {} but differs from the primary: {d}",
+                            m.data_center, m.applied_seq
+                        ));
+                    }
+                    finals.push((j, checker::snapshot_of(img)));
+                }
+                Err(e) => violations.push(format!(
+                    "{} (in sync) could not be read: {e}",
+                    m.data_center
+                )),
+            }
+        }
+    }
+    let judge = checker::Judge {
+        history: &history,
+        changes: &op.changes,
+        async_group: transfer == TransferType::Async,
+        data_centers: &world.topology.data_centers,
+        finals,
+    };
+    violations.extend(judge.run());
+    let acked = history.acked_writes();
+    if !violations.is_empty() || std::env::var("FAULT_VERBOSE").is_ok() {
+        eprintln!(
+            "--- seed {seed}: {acked} writes acknowledged, {} flushes; set up by {:.1}s, faults done by {:.1}s, settled by {:.1}s, judged by {:.1}s",
+            history.flushes.len(),
+            setup.as_secs_f64(),
+            faulted.as_secs_f64(),
+            settle.as_secs_f64(),
+            base.elapsed().as_secs_f64()
+        );
+        for d in &done {
+            eprintln!("  {d}");
+        }
+        for l in &op.log {
+            eprintln!("  {l}");
+        }
+        if let Err(e) = &settled {
+            eprintln!("  settle: {e}");
+        }
+        for v in &violations {
+            eprintln!("  VIOLATION: {v}");
+        }
+    }
+    if let Err(e) = settled {
+        // Not a breach of the contract (it says nothing of liveness), but
+        // said, so that a stuck group is seen.
+        eprintln!("seed {seed}: the group did not settle: {e}");
+    }
+    drop(world);
+    Ok(violations)
+}

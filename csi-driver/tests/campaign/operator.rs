@@ -1,0 +1,408 @@
+//! The operator's part, played by the campaign through the storage API the
+//! operator uses, with the operator's rules (operator/src/volume/plan.rs):
+//! configure every member at the primary's epoch, create a replica that is
+//! missing, move the primary on request with `TransferPrimary`, and, once the
+//! primary has not answered for a grace period, promote the most up-to-date
+//! reachable member (highest durable position; ties to the first data
+//! center) at an epoch above every one held, then configure the others.
+//!
+//! Its calls leave from the operator's own network namespace, so a partition
+//! can cut a storage system off from the operator alone. Every change of
+//! primary is recorded with what the checker needs: when it was asked for,
+//! what the old primary last reported of the new one, and what the new
+//! primary held the moment it took over (read before any host is told).
+
+use std::time::{Duration, Instant};
+
+use roam_proto::storage::storage_client::StorageClient;
+use roam_proto::storage::{
+    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetReplicaRequest, GroupSpec,
+    Member, PromoteRequest, ReplicaStatus, Role, TransferPrimaryRequest, TransferType,
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::checker::{Snapshot, read_snapshot};
+use super::workload::Reign;
+use super::world::{Topology, channel};
+
+/// How long the primary may not answer before the operator fails over.
+pub const GRACE: Duration = Duration::from_millis(1000);
+/// Timeout of a status or configuration call.
+const CALL: Duration = Duration::from_millis(1000);
+/// Timeout of a change of primary (the storage system's own bound is 30 s).
+const CHANGE: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+pub enum ChangeKind {
+    /// Forced promotion. `reported_applied`: the new primary's applied
+    /// position in the last status the old primary gave (None if none).
+    Failover { reported_applied: Option<u64> },
+    /// Planned change of primary.
+    Transfer,
+    /// The storage systems report a primary the operator did not ask for
+    /// (a transfer whose answer was lost).
+    Adopted,
+}
+
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub from: Reign,
+    pub to: Reign,
+    /// When the operator asked for it.
+    pub asked: Duration,
+    /// What the new primary held when it took over.
+    pub snapshot: Option<Snapshot>,
+}
+
+pub struct Operator {
+    topology: Topology,
+    volume: String,
+    size: u64,
+    transfer_type: TransferType,
+    policy: FailurePolicy,
+    calls: Vec<StorageClient<Channel>>,
+    changes_client: Vec<StorageClient<Channel>>,
+    host: Vec<StorageClient<Channel>>,
+    pub primary: usize,
+    pub epoch: u64,
+    target: watch::Sender<Reign>,
+    lost_since: Option<Instant>,
+    last_primary: Option<ReplicaStatus>,
+    pub changes: Vec<Change>,
+    pub log: Vec<String>,
+    base: Instant,
+}
+
+type Obs = Result<ReplicaStatus, tonic::Status>;
+
+impl Operator {
+    pub fn new(
+        topology: &Topology,
+        volume: &str,
+        size: u64,
+        transfer_type: TransferType,
+        policy: FailurePolicy,
+        base: Instant,
+    ) -> (Operator, watch::Receiver<Reign>) {
+        let (target, rx) = watch::channel(Reign { node: 0, epoch: 1 });
+        let op = Operator {
+            topology: topology.clone(),
+            volume: volume.to_owned(),
+            size,
+            transfer_type,
+            policy,
+            calls: topology.operator.iter().map(|e| channel(e, CALL)).collect(),
+            changes_client: topology
+                .operator
+                .iter()
+                .map(|e| channel(e, CHANGE))
+                .collect(),
+            host: topology.host.iter().map(|e| channel(e, CHANGE)).collect(),
+            primary: 0,
+            epoch: 1,
+            target,
+            lost_since: None,
+            last_primary: None,
+            changes: Vec::new(),
+            log: Vec::new(),
+            base,
+        };
+        (op, rx)
+    }
+
+    fn note(&mut self, what: String) {
+        let t = self.base.elapsed().as_secs_f64();
+        self.log.push(format!("+{t:.3}s operator: {what}"));
+    }
+
+    pub fn now(&self) -> Duration {
+        self.base.elapsed()
+    }
+
+    pub fn group(&self) -> GroupSpec {
+        GroupSpec {
+            members: (0..self.topology.len())
+                .map(|i| Member {
+                    data_center: self.topology.data_centers[i].clone(),
+                    endpoint: self.topology.peer[i].clone(),
+                })
+                .collect(),
+            primary: self.topology.data_centers[self.primary].clone(),
+            epoch: self.epoch,
+            transfer_type: self.transfer_type as i32,
+            failure_policy: self.policy as i32,
+            max_lag_bytes: 0,
+            max_lag_seconds: 0,
+        }
+    }
+
+    /// Creates the replica on every member and configures the group.
+    pub async fn create(&mut self) -> Result<(), String> {
+        for i in 0..self.topology.len() {
+            self.create_on(i).await?;
+        }
+        for i in 0..self.topology.len() {
+            self.configure(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_on(&mut self, i: usize) -> Result<(), String> {
+        self.calls[i]
+            .create_replica(CreateReplicaRequest {
+                volume_id: self.volume.clone(),
+                size_bytes: self.size,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("CreateReplica on {}: {s}", self.topology.data_centers[i]))
+    }
+
+    async fn configure(&mut self, i: usize) -> Result<(), String> {
+        let group = self.group();
+        self.calls[i]
+            .configure_group(ConfigureGroupRequest {
+                volume_id: self.volume.clone(),
+                group: Some(group),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("ConfigureGroup on {}: {s}", self.topology.data_centers[i]))
+    }
+
+    async fn observe(&self) -> Vec<Obs> {
+        let calls = self.calls.iter().map(|c| {
+            let mut c = c.clone();
+            let volume = self.volume.clone();
+            async move {
+                c.get_replica(GetReplicaRequest { volume_id: volume })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    fn publish(
+        &mut self,
+        kind: ChangeKind,
+        to: usize,
+        epoch: u64,
+        asked: Duration,
+        snapshot: Option<Snapshot>,
+    ) {
+        let from = Reign {
+            node: self.primary,
+            epoch: self.epoch,
+        };
+        self.primary = to;
+        self.epoch = epoch;
+        self.lost_since = None;
+        self.last_primary = None;
+        self.note(format!(
+            "{kind:?}: primary {} at epoch {epoch} (was {} at {})",
+            self.topology.data_centers[to], self.topology.data_centers[from.node], from.epoch
+        ));
+        self.changes.push(Change {
+            kind,
+            from,
+            to: Reign { node: to, epoch },
+            asked,
+            snapshot,
+        });
+        let _ = self.target.send(Reign { node: to, epoch });
+    }
+
+    /// One pass of the operator's loop. Returns what every member reported.
+    pub async fn reconcile(&mut self, failover: bool) -> Vec<Obs> {
+        let obs = self.observe().await;
+        // A primary at a newer epoch than recorded: a transfer went through
+        // although its answer was lost. Record it.
+        let newer = obs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().ok().map(|s| (i, s)))
+            .filter(|(_, s)| s.role == Role::Primary as i32 && s.epoch > self.epoch)
+            .max_by_key(|(_, s)| s.epoch)
+            .map(|(i, s)| (i, s.epoch));
+        if let Some((i, epoch)) = newer {
+            let snapshot = read_snapshot(&mut self.host[i].clone(), &self.volume)
+                .await
+                .ok();
+            let asked = self.now();
+            self.publish(ChangeKind::Adopted, i, epoch, asked, snapshot);
+            return obs;
+        }
+        let p = self.primary;
+        match &obs[p] {
+            Ok(s) if s.role == Role::Primary as i32 && s.epoch == self.epoch => {
+                self.lost_since = None;
+                self.last_primary = Some(s.clone());
+            }
+            _ => {
+                self.lost_since.get_or_insert_with(Instant::now);
+            }
+        }
+        if failover && self.lost_since.is_some_and(|t| t.elapsed() >= GRACE) {
+            self.failover(&obs).await;
+            return obs;
+        }
+        for (j, o) in obs.iter().enumerate() {
+            if j == p {
+                continue;
+            }
+            let needs = match o {
+                Ok(s) => {
+                    s.epoch < self.epoch
+                        || s.role != Role::Secondary as i32
+                        || s.group.as_ref().is_none_or(|g| g.epoch != self.epoch)
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    if let Err(e) = self.create_on(j).await {
+                        self.note(e);
+                        continue;
+                    }
+                    self.note(format!(
+                        "created the missing replica on {}",
+                        self.topology.data_centers[j]
+                    ));
+                    true
+                }
+                Err(_) => false,
+            };
+            if needs && let Err(e) = self.configure(j).await {
+                self.note(e);
+            }
+        }
+        obs
+    }
+
+    /// Forced promotion of the most up-to-date reachable member.
+    pub async fn failover(&mut self, obs: &[Obs]) -> bool {
+        let p = self.primary;
+        let candidate = obs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != p)
+            .filter_map(|(j, o)| o.as_ref().ok().map(|s| (j, s)))
+            .filter(|(_, s)| s.role != Role::None as i32)
+            .max_by(|(a, sa), (b, sb)| sa.durable_seq.cmp(&sb.durable_seq).then(b.cmp(a)))
+            .map(|(j, _)| j);
+        let Some(j) = candidate else {
+            return false;
+        };
+        let held = obs
+            .iter()
+            .filter_map(|o| o.as_ref().ok().map(|s| s.epoch))
+            .max()
+            .unwrap_or(0);
+        let epoch = self.epoch.max(held) + 1;
+        let reported_applied = self.last_primary.as_ref().and_then(|s| {
+            s.members
+                .iter()
+                .find(|m| m.data_center == self.topology.data_centers[j])
+                .map(|m| m.applied_seq)
+        });
+        let asked = self.now();
+        let promoted = self.changes_client[j]
+            .promote(PromoteRequest {
+                volume_id: self.volume.clone(),
+                new_epoch: epoch,
+            })
+            .await;
+        if let Err(s) = promoted {
+            self.note(format!(
+                "Promote {} at {epoch}: {s}",
+                self.topology.data_centers[j]
+            ));
+            return false;
+        }
+        let snapshot = read_snapshot(&mut self.host[j].clone(), &self.volume)
+            .await
+            .ok();
+        self.publish(
+            ChangeKind::Failover { reported_applied },
+            j,
+            epoch,
+            asked,
+            snapshot,
+        );
+        for k in 0..self.topology.len() {
+            if k != j && obs[k].is_ok() {
+                let _ = self.configure(k).await;
+            }
+        }
+        true
+    }
+
+    /// Failover now, as after a grace period that ran out (the operator lost
+    /// sight of a primary that still runs).
+    pub async fn force_failover(&mut self) -> bool {
+        let obs = self.observe().await;
+        self.failover(&obs).await
+    }
+
+    /// Planned change of primary to `to`.
+    pub async fn transfer(&mut self, to: usize) -> Result<(), String> {
+        let epoch = self.epoch + 1;
+        let asked = self.now();
+        let p = self.primary;
+        let reply = self.changes_client[p]
+            .transfer_primary(TransferPrimaryRequest {
+                volume_id: self.volume.clone(),
+                target: self.topology.data_centers[to].clone(),
+                new_epoch: epoch,
+            })
+            .await;
+        match reply {
+            Ok(_) => {
+                let snapshot = read_snapshot(&mut self.host[to].clone(), &self.volume)
+                    .await
+                    .ok();
+                self.publish(ChangeKind::Transfer, to, epoch, asked, snapshot);
+                Ok(())
+            }
+            Err(s) => {
+                let e = format!(
+                    "TransferPrimary to {} at {epoch}: {s}",
+                    self.topology.data_centers[to]
+                );
+                self.note(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Reconciles until the primary reports every member in sync at its own
+    /// position (or `within` passes). Returns the primary's status then.
+    pub async fn settle(&mut self, within: Duration) -> Result<ReplicaStatus, String> {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let obs = self.reconcile(true).await;
+            if let Ok(s) = &obs[self.primary]
+                && s.role == Role::Primary as i32
+                && s.epoch == self.epoch
+            {
+                let others_at_epoch = obs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != self.primary)
+                    .all(|(_, o)| o.as_ref().is_ok_and(|m| m.epoch == self.epoch));
+                let in_sync = s.members.len() + 1 == self.topology.len()
+                    && s.members.iter().all(|m| {
+                        m.state == roam_proto::storage::MemberState::InSync as i32
+                            && m.applied_seq == s.written_seq
+                    });
+                if others_at_epoch && in_sync {
+                    return Ok(s.clone());
+                }
+                last = format!("{:?}", s.members);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!("not in sync after {within:?}: {last}"))
+    }
+}
