@@ -89,6 +89,8 @@ pub enum EngineError {
         target: String,
         reason: String,
     },
+    #[error("volume {volume}: member {member} is not in the in-sync set")]
+    TargetNotInSync { volume: String, member: String },
     #[error("volume {volume}: target holds write {have}, primary handed over at {need}")]
     TargetBehind {
         volume: String,
@@ -134,6 +136,12 @@ pub enum EngineError {
     },
     #[error("volume {volume}: closed")]
     Closed { volume: String },
+    /// A write or sync of the replica's files failed. What the disk holds
+    /// is unknown (Linux reports a failed writeback once and drops the
+    /// pages), so the replica answers nothing until it is opened again and
+    /// replays its journal; a retry could report success for lost data.
+    #[error("volume {volume}: replica failed, reopen to replay its journal: {reason}")]
+    ReplicaFailed { volume: String, reason: String },
 }
 
 /// What went wrong between two storage systems.
@@ -153,6 +161,11 @@ pub enum TransportError {
 }
 
 /// Classes of refusal a peer can send back, mirrored from [`EngineError`].
+/// Each tells the caller what to do: `StaleEpoch`, another primary exists
+/// (fence yourself); `NoSpace`, `OutOfOrder`, `Invalid`, `NotFound`,
+/// `NotReady`, the peer changed nothing (go on, retry later, or resync);
+/// `Unavailable`, the peer answers nothing now (retry); `Internal`, the peer
+/// failed part way and the outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalCode {
     StaleEpoch,
@@ -160,7 +173,45 @@ pub enum RefusalCode {
     OutOfOrder,
     Invalid,
     NotFound,
-    Other,
+    /// The peer cannot take the role yet (a copy into it is unfinished, or
+    /// it lacks writes the hand-over needs); nothing changed.
+    NotReady,
+    /// Closed or failed: the peer answers nothing until it is opened again.
+    Unavailable,
+    Internal,
+}
+
+impl RefusalCode {
+    /// The name carried on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalCode::StaleEpoch => "stale-epoch",
+            RefusalCode::NoSpace => "no-space",
+            RefusalCode::OutOfOrder => "out-of-order",
+            RefusalCode::Invalid => "invalid",
+            RefusalCode::NotFound => "not-found",
+            RefusalCode::NotReady => "not-ready",
+            RefusalCode::Unavailable => "unavailable",
+            RefusalCode::Internal => "internal",
+        }
+    }
+
+    /// The code a wire name stands for; an unknown name (a newer peer) is
+    /// `Internal`: the outcome is unknown to this version.
+    pub fn from_name(name: &str) -> RefusalCode {
+        [
+            RefusalCode::StaleEpoch,
+            RefusalCode::NoSpace,
+            RefusalCode::OutOfOrder,
+            RefusalCode::Invalid,
+            RefusalCode::NotFound,
+            RefusalCode::NotReady,
+            RefusalCode::Unavailable,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+        .unwrap_or(RefusalCode::Internal)
+    }
 }
 
 impl EngineError {
@@ -184,7 +235,22 @@ impl EngineError {
             | MessageTooLarge { .. }
             | InvalidField { .. } => RefusalCode::Invalid,
             NotFound { .. } => RefusalCode::NotFound,
-            _ => RefusalCode::Other,
+            ResyncUnfinished { .. }
+            | TargetBehind { .. }
+            | TargetNotInSync { .. }
+            | NoGroup { .. } => RefusalCode::NotReady,
+            NotPrimary { .. } | Fenced { .. } | UnknownMember { .. } | ShrinkRefused { .. } => {
+                RefusalCode::Invalid
+            }
+            AlreadyExists { .. } => RefusalCode::Invalid,
+            Closed { .. } | ReplicaFailed { .. } => RefusalCode::Unavailable,
+            ReplicateTimeout { .. }
+            | SecondaryRefused { .. }
+            | TransferFailed { .. }
+            | Transport { .. }
+            | BackendIo { .. }
+            | JournalIo { .. }
+            | Metadata { .. } => RefusalCode::Internal,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod backend;
 pub mod cache;
 mod counters;
 pub mod error;
+mod fence;
 pub mod frontend;
 pub mod receive;
 pub mod replication;
@@ -33,7 +34,8 @@ pub mod transport;
 pub mod types;
 pub mod volume;
 
+pub use backend::VolumeFiles;
 pub use counters::IoSnapshot;
 pub use error::{EngineError, RefusalCode, TransportError};
 pub use types::*;
-pub use volume::{EngineConfig, Volume, VolumeFiles};
+pub use volume::{EngineConfig, Volume};

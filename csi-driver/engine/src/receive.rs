@@ -22,7 +22,7 @@ use tracing::instrument;
 use crate::error::{EngineError, Result};
 use crate::transport::{PeerMessage, PeerReply, PeerRequest, Region};
 use crate::types::{Position, Role, WriteRecord};
-use crate::volume::{Inner, State, Volume};
+use crate::volume::{Inner, Volume};
 
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<PeerReply>> + Send>>;
 
@@ -130,26 +130,7 @@ impl Volume {
         let _g = inner.role_lock.lock().await;
         let changed = {
             let mut st = inner.lock();
-            if st.closed {
-                return Err(EngineError::Closed {
-                    volume: inner.id.clone(),
-                });
-            }
-            if epoch < st.meta.epoch {
-                return Err(EngineError::StaleEpoch {
-                    volume: inner.id.clone(),
-                    held: st.meta.epoch,
-                    got: epoch,
-                });
-            }
-            if epoch == st.meta.epoch && st.meta.role == Role::Primary {
-                return Err(EngineError::EpochConflict {
-                    volume: inner.id.clone(),
-                    epoch,
-                    held_primary: st.meta.data_center.clone(),
-                    asked_primary: primary.to_string(),
-                });
-            }
+            crate::fence::hello(&inner.id, &st, epoch, primary)?;
             let changed = epoch != st.meta.epoch || st.meta.role != Role::Secondary;
             crate::role::step_down(&mut st, epoch, primary);
             changed
@@ -175,7 +156,7 @@ impl Volume {
         let _g = inner.role_lock.lock().await;
         {
             let mut st = inner.lock();
-            check_data_message(&inner, &st, epoch)?;
+            crate::fence::data_message(&inner.id, &st, epoch)?;
             st.meta.resyncing = true;
         }
         tracing::info!(full, "region copy into this replica starts");
@@ -204,7 +185,7 @@ impl Volume {
         let _g = inner.role_lock.lock().await;
         {
             let st = inner.lock();
-            check_data_message(&inner, &st, epoch)?;
+            crate::fence::data_message(&inner.id, &st, epoch)?;
             if !st.meta.resyncing {
                 return Err(EngineError::NotResyncing {
                     volume: inner.id.clone(),
@@ -212,12 +193,14 @@ impl Volume {
             }
         }
         let data = inner.data.clone();
-        tokio::task::spawn_blocking(move || data.sync())
+        let synced = tokio::task::spawn_blocking(move || data.sync())
             .await
             .map_err(|e| {
                 EngineError::backend(&inner.id, "sync", std::io::Error::other(e.to_string()))
-            })?
-            .map_err(|e| EngineError::backend(&inner.id, "sync", e))?;
+            })?;
+        if let Err(e) = synced {
+            return Err(inner.fail(&mut inner.lock(), "resync sync", e));
+        }
         {
             let mut st = inner.lock();
             st.last_seq = seq;
@@ -227,7 +210,9 @@ impl Volume {
             st.meta.checkpoint_epoch = applied_epoch;
             st.meta.resyncing = false;
         }
-        inner.journal.advance_to(seq);
+        // The copy may have lowered the position (a diverged replica): the
+        // durable watermark follows it down, so later writes wait for a sync.
+        inner.journal.rebase(seq);
         inner.last_seq_tx.send_replace(seq);
         inner.persist().await?;
         tracing::info!(seq, "region copy into this replica complete");
@@ -235,40 +220,11 @@ impl Volume {
     }
 }
 
-fn check_data_message(inner: &Inner, st: &State, epoch: u64) -> Result<()> {
-    if st.closed {
-        return Err(EngineError::Closed {
-            volume: inner.id.clone(),
-        });
-    }
-    if epoch < st.meta.epoch {
-        return Err(EngineError::StaleEpoch {
-            volume: inner.id.clone(),
-            held: st.meta.epoch,
-            got: epoch,
-        });
-    }
-    if epoch != st.meta.epoch {
-        return Err(EngineError::EpochMismatch {
-            volume: inner.id.clone(),
-            held: st.meta.epoch,
-            got: epoch,
-        });
-    }
-    if st.meta.role != Role::Secondary {
-        return Err(EngineError::NotSecondary {
-            volume: inner.id.clone(),
-            role: st.meta.role,
-        });
-    }
-    Ok(())
-}
-
 /// Check a batch of writes against every rule, then apply it; nothing changes
 /// when a check fails. Returns the last sequence number of the batch.
 pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecord]) -> Result<u64> {
     let mut st = inner.lock();
-    check_data_message(inner, &st, epoch)?;
+    crate::fence::data_message(&inner.id, &st, epoch)?;
     if st.meta.resyncing {
         return Err(EngineError::ResyncUnfinished {
             volume: inner.id.clone(),
@@ -322,11 +278,11 @@ pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecor
         }
     }
     for r in records {
-        inner
-            .data
-            .write_at(r.offset, &r.data)
-            .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
+        // The journal first, as on the primary (see `Volume::write`).
         inner.journal.append(r)?;
+        if let Err(e) = inner.data.write_at(r.offset, &r.data) {
+            return Err(inner.fail(&mut st, "write", e));
+        }
         st.last_seq = r.seq;
         st.last_epoch = r.epoch;
         note_history(&mut st.meta.history, r.epoch, r.seq);
@@ -338,8 +294,8 @@ pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecor
 }
 
 fn apply_regions(inner: &Arc<Inner>, epoch: u64, regions: &[Region]) -> Result<()> {
-    let st = inner.lock();
-    check_data_message(inner, &st, epoch)?;
+    let mut st = inner.lock();
+    crate::fence::data_message(&inner.id, &st, epoch)?;
     if !st.meta.resyncing {
         return Err(EngineError::NotResyncing {
             volume: inner.id.clone(),
@@ -355,10 +311,9 @@ fn apply_regions(inner: &Arc<Inner>, epoch: u64, regions: &[Region]) -> Result<(
         }
     }
     for r in regions {
-        inner
-            .data
-            .write_at(r.offset, &r.data)
-            .map_err(|e| EngineError::backend(&inner.id, "resync write", e))?;
+        if let Err(e) = inner.data.write_at(r.offset, &r.data) {
+            return Err(inner.fail(&mut st, "resync write", e));
+        }
     }
     Ok(())
 }

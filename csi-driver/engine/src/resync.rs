@@ -105,6 +105,7 @@ impl DirtyMap {
             since_seq: self.since_seq,
             runs,
             full: false,
+            out_of_sync: false,
         }
     }
 

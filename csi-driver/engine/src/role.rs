@@ -19,7 +19,7 @@ use std::time::Instant;
 use tracing::instrument;
 
 use crate::error::{EngineError, RefusalCode, Result, TransportError};
-use crate::replication::{MemberTrack, start_senders};
+use crate::replication::{MemberTrack, Progress, start_senders};
 use crate::resync::DirtyMap;
 use crate::transport::{PeerMessage, PeerReply, PeerRequest};
 use crate::types::{GroupSpec, Role};
@@ -59,7 +59,9 @@ fn become_primary(st: &mut State, group: GroupSpec) {
     for spec in group.members.iter().filter(|m| m.data_center != me) {
         st.members.insert(
             spec.data_center.clone(),
-            MemberTrack::tracking(spec.clone(), DirtyMap::new(last)),
+            // In the in-sync set until recorded out of sync: writes wait for
+            // it (or its resync) rather than go on without it unrecorded.
+            MemberTrack::tracking(spec.clone(), DirtyMap::new(last), true),
         );
     }
     st.meta.group = Some(group);
@@ -117,13 +119,7 @@ impl Volume {
             let mut st = inner.lock();
             let me = st.meta.data_center.clone();
             validate_group(&inner.id, &me, &group)?;
-            if group.epoch < st.meta.epoch {
-                return Err(EngineError::StaleEpoch {
-                    volume: inner.id.clone(),
-                    held: st.meta.epoch,
-                    got: group.epoch,
-                });
-            }
+            crate::fence::configure(&inner.id, &st, group.epoch)?;
             if group.epoch == st.meta.epoch {
                 if st.meta.group.as_ref() == Some(&group) {
                     return Ok(());
@@ -168,7 +164,7 @@ impl Volume {
         let inner = &self.inner;
         let _g = inner.role_lock.lock().await;
         let started = Instant::now();
-        let (last, endpoint, mut progress, group) = {
+        let (last, endpoint, watched, group) = {
             let mut st = inner.lock();
             let held = st.meta.epoch;
             let current_primary = st
@@ -213,13 +209,28 @@ impl Volume {
                     member: target.to_string(),
                 });
             };
+            crate::fence::writable(&inner.id, &st, Some(held))?;
+            if !m.in_sync {
+                return Err(EngineError::TargetNotInSync {
+                    volume: inner.id.clone(),
+                    member: target.to_string(),
+                });
+            }
             let endpoint = m.spec.endpoint.clone();
-            let progress = m.progress.subscribe();
+            // Every member of the in-sync set must hold every write before
+            // the hand-over (DESIGN section 4, step 2), not only the target:
+            // a failover after it may promote any of them.
+            let watched: Vec<(String, tokio::sync::watch::Receiver<Progress>)> = st
+                .members
+                .iter()
+                .filter(|(_, m)| m.in_sync)
+                .map(|(dc, m)| (dc.clone(), m.progress.subscribe()))
+                .collect();
             let mut group = st.meta.group.clone().unwrap_or_default();
             group.primary = target.to_string();
             group.epoch = new_epoch;
             st.fenced = true;
-            (st.last_seq, endpoint, progress, group)
+            (st.last_seq, endpoint, watched, group)
         };
         let unfence = |reason: String| {
             let mut st = inner.lock();
@@ -234,17 +245,28 @@ impl Volume {
         if let Err(e) = inner.journal.wait_durable(last).await {
             return Err(unfence(e.to_string()));
         }
-        tracing::info!(last, "fenced; waiting for the target to hold every write");
-        let caught_up = tokio::time::timeout(
-            inner.config.transfer_timeout,
-            progress.wait_for(|p| p.streaming && p.acked >= last),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if !caught_up {
-            return Err(unfence(format!(
-                "target did not reach write {last} in time"
-            )));
+        tracing::info!(
+            last,
+            "fenced; waiting for every in-sync member to hold every write"
+        );
+        let deadline = tokio::time::Instant::now() + inner.config.transfer_timeout;
+        for (dc, mut rx) in watched {
+            let is_target = dc == target;
+            // The target must stream and hold it all; any other member may
+            // instead be recorded out of sync meanwhile (Degrade).
+            let caught_up = tokio::time::timeout_at(
+                deadline,
+                rx.wait_for(|p| {
+                    (p.acked >= last && (p.streaming || !is_target)) || (!is_target && !p.in_sync)
+                }),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !caught_up {
+                return Err(unfence(format!(
+                    "member {dc} did not reach write {last} in time"
+                )));
+            }
         }
         let req = PeerRequest {
             volume_id: inner.id.clone(),
@@ -257,10 +279,41 @@ impl Volume {
         match inner.transport.call(&endpoint, req).await {
             Ok(PeerReply::Done) => {}
             Ok(other) => return Err(unfence(format!("unexpected reply {other:?}"))),
-            Err(TransportError::Refused { code, message, .. }) if code != RefusalCode::Other => {
-                return Err(unfence(message));
+            Err(TransportError::Refused {
+                code: RefusalCode::StaleEpoch,
+                message,
+                ..
+            }) => {
+                // The target holds a newer epoch: another primary may exist.
+                let mut st = inner.lock();
+                st.superseded = true;
+                return Err(EngineError::TransferFailed {
+                    volume: inner.id.clone(),
+                    target: target.to_string(),
+                    reason: format!("target holds a newer epoch, staying fenced: {message}"),
+                });
             }
-            Err(e) => {
+            // The target refused before changing anything: this primary
+            // takes writes again.
+            Err(TransportError::Refused {
+                code:
+                    RefusalCode::NotReady
+                    | RefusalCode::Invalid
+                    | RefusalCode::NoSpace
+                    | RefusalCode::OutOfOrder
+                    | RefusalCode::NotFound
+                    | RefusalCode::Unavailable,
+                message,
+                ..
+            }) => return Err(unfence(message)),
+            Err(
+                e @ (TransportError::Refused {
+                    code: RefusalCode::Internal,
+                    ..
+                }
+                | TransportError::Connect { .. }
+                | TransportError::StreamClosed { .. }),
+            ) => {
                 return Err(EngineError::TransferFailed {
                     volume: inner.id.clone(),
                     target: target.to_string(),
@@ -293,13 +346,7 @@ impl Volume {
             if st.meta.role == Role::Primary && st.meta.epoch == new_epoch {
                 return Ok(());
             }
-            if new_epoch <= st.meta.epoch {
-                return Err(EngineError::StaleEpoch {
-                    volume: inner.id.clone(),
-                    held: st.meta.epoch,
-                    got: new_epoch,
-                });
-            }
+            crate::fence::role_change(&inner.id, &st, new_epoch)?;
             if st.meta.resyncing {
                 return Err(EngineError::ResyncUnfinished {
                     volume: inner.id.clone(),
@@ -334,13 +381,7 @@ impl Volume {
             if st.meta.role == Role::Primary && st.meta.epoch == epoch {
                 return Ok(());
             }
-            if epoch <= st.meta.epoch {
-                return Err(EngineError::StaleEpoch {
-                    volume: inner.id.clone(),
-                    held: st.meta.epoch,
-                    got: epoch,
-                });
-            }
+            crate::fence::role_change(&inner.id, &st, epoch)?;
             validate_group(&inner.id, &st.meta.data_center, &group)?;
             if group.primary != st.meta.data_center || group.epoch != epoch {
                 return Err(EngineError::InvalidField {
@@ -394,14 +435,16 @@ fn update_members(st: &mut State, group: GroupSpec) {
         match st.members.get_mut(&spec.data_center) {
             Some(m) => m.spec = spec.clone(),
             None => {
-                let map = if last == 0 {
-                    DirtyMap::new(0)
+                // A member added before the first write lacks nothing; any
+                // later one joins the in-sync set after its full copy.
+                let (map, in_sync) = if last == 0 {
+                    (DirtyMap::new(0), true)
                 } else {
-                    DirtyMap::full(size)
+                    (DirtyMap::full(size), false)
                 };
                 st.members.insert(
                     spec.data_center.clone(),
-                    MemberTrack::tracking(spec.clone(), map),
+                    MemberTrack::tracking(spec.clone(), map, in_sync),
                 );
             }
         }

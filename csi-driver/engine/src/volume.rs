@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::instrument;
 
-use crate::backend::{Backend, MetaStore, VolumeMeta};
+use crate::backend::{Backend, MetaStore, VolumeFiles, VolumeMeta};
 use crate::cache::journal::Journal;
 use crate::cache::memory::WriteCache;
 use crate::error::{EngineError, Result};
@@ -81,13 +81,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// The files of one replica, behind the backend traits.
-pub struct VolumeFiles {
-    pub data: Arc<dyn Backend>,
-    pub journal: Arc<dyn Backend>,
-    pub meta: Arc<dyn MetaStore>,
-}
-
 pub(crate) struct State {
     pub meta: VolumeMeta,
     /// No new writes: a change of primary is in progress, or a peer holds a
@@ -105,6 +98,12 @@ pub(crate) struct State {
     pub members: BTreeMap<String, MemberTrack>,
     pub checkpointing: bool,
     pub closed: bool,
+    /// Set when a write or sync of the data file failed: what the disk holds
+    /// is unknown, so the replica refuses everything ([`crate::fence`])
+    /// until it is opened again and replays its journal. Never retried: a
+    /// failed fsync is reported once, and a retry that succeeds proves
+    /// nothing about the lost pages.
+    pub failed: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -119,6 +118,8 @@ pub(crate) struct Inner {
     pub role_lock: tokio::sync::Mutex<()>,
     /// Serializes metadata writes so the newest always lands last.
     pub meta_lock: tokio::sync::Mutex<()>,
+    /// Serializes records of members leaving the in-sync set.
+    pub in_sync_lock: tokio::sync::Mutex<()>,
     /// Highest accepted sequence number, for senders waiting on new writes.
     pub last_seq_tx: watch::Sender<u64>,
     pub io: crate::counters::IoCounters,
@@ -176,6 +177,19 @@ impl Inner {
         }
     }
 
+    /// A write or sync of the data file failed: stop the replica (see
+    /// [`State::failed`]). Returns the error for the caller.
+    pub(crate) fn fail(&self, st: &mut State, op: &'static str, e: std::io::Error) -> EngineError {
+        let err = EngineError::backend(&self.id, op, e);
+        if st.failed.is_none() {
+            tracing::error!(volume = %self.id, error = %err, "replica failed; it answers nothing until reopened");
+            st.failed = Some(err.to_string());
+        }
+        // Writers and senders waiting on this replica stop waiting.
+        self.last_seq_tx.send_modify(|_| {});
+        err
+    }
+
     /// Start a checkpoint in the background when the journal has grown past its bound.
     pub(crate) fn maybe_checkpoint(self: &Arc<Self>) {
         if self.journal.len() < self.config.checkpoint_bytes {
@@ -207,19 +221,15 @@ impl Inner {
     /// (under a stream of large writes a locked sync of everything since the
     /// last checkpoint held writes up for a third of the time).
     pub(crate) fn checkpoint_blocking(self: &Arc<Self>) -> Result<()> {
-        self.data
-            .sync()
-            .map_err(|e| EngineError::backend(&self.id, "sync", e))?;
+        if let Err(e) = self.data.sync() {
+            return Err(self.fail(&mut self.lock(), "checkpoint sync", e));
+        }
         let _g = self.meta_lock.blocking_lock();
         let mut st = self.lock();
-        if st.closed {
-            return Err(EngineError::Closed {
-                volume: self.id.clone(),
-            });
+        crate::fence::alive(&self.id, &st)?;
+        if let Err(e) = self.data.sync() {
+            return Err(self.fail(&mut st, "checkpoint sync", e));
         }
-        self.data
-            .sync()
-            .map_err(|e| EngineError::backend(&self.id, "sync", e))?;
         st.meta.checkpoint_seq = st.last_seq;
         st.meta.checkpoint_epoch = st.last_epoch;
         let mut meta = st.meta.clone();
@@ -313,9 +323,11 @@ impl Volume {
                 members,
                 checkpointing: false,
                 closed: false,
+                failed: None,
             }),
             role_lock: tokio::sync::Mutex::new(()),
             meta_lock: tokio::sync::Mutex::new(()),
+            in_sync_lock: tokio::sync::Mutex::new(()),
             last_seq_tx,
             io: Default::default(),
         });
@@ -382,15 +394,18 @@ impl Volume {
         let len = data.len() as u64;
         let (seq, held_epoch, waits) = {
             let mut st = inner.lock();
-            check_writable(inner, &st, epoch)?;
+            crate::fence::writable(&inner.id, &st, epoch)?;
             inner.check_range(offset, data.len() as u64, st.meta.size_bytes)?;
             let seq = st.last_seq + 1;
             let rec = WriteRecord::new(seq, st.meta.epoch, offset, data);
-            inner
-                .data
-                .write_at(offset, &rec.data)
-                .map_err(|e| EngineError::backend(&inner.id, "write", e))?;
+            // The journal first: a write that reaches the data file is always
+            // in the journal too, so a failure between the two leaves nothing
+            // that a replay and the dirty maps do not cover. A failed data
+            // write after it stops the replica; reopening replays the record.
             inner.journal.append(&rec)?;
+            if let Err(e) = inner.data.write_at(offset, &rec.data) {
+                return Err(inner.fail(&mut st, "write", e));
+            }
             st.last_seq = seq;
             st.last_epoch = rec.epoch;
             let held_epoch = rec.epoch;
@@ -434,7 +449,7 @@ impl Volume {
     pub async fn read_at_epoch(&self, epoch: u64, offset: u64, len: u64) -> Result<Bytes> {
         {
             let st = self.inner.lock();
-            check_primary_epoch(&self.inner, &st, Some(epoch))?;
+            crate::fence::primary(&self.inner.id, &st, Some(epoch))?;
         }
         self.read(offset, len).await
     }
@@ -453,7 +468,7 @@ impl Volume {
         let (seq, held_epoch, waits) = {
             let st = inner.lock();
             if epoch.is_some() {
-                check_primary_epoch(inner, &st, epoch)?;
+                crate::fence::primary(&inner.id, &st, epoch)?;
             }
             (
                 st.last_seq,
@@ -538,51 +553,4 @@ impl Volume {
         let _ = self.inner.journal.wait_durable(last).await;
         self.inner.journal.shutdown();
     }
-}
-
-pub(crate) fn check_primary_epoch(inner: &Inner, st: &State, epoch: Option<u64>) -> Result<()> {
-    if let Some(e) = epoch {
-        if e < st.meta.epoch {
-            return Err(EngineError::StaleEpoch {
-                volume: inner.id.clone(),
-                held: st.meta.epoch,
-                got: e,
-            });
-        }
-        if e != st.meta.epoch {
-            return Err(EngineError::EpochMismatch {
-                volume: inner.id.clone(),
-                held: st.meta.epoch,
-                got: e,
-            });
-        }
-    }
-    if st.meta.role != Role::Primary {
-        return Err(EngineError::NotPrimary {
-            volume: inner.id.clone(),
-            role: st.meta.role,
-        });
-    }
-    Ok(())
-}
-
-fn check_writable(inner: &Inner, st: &State, epoch: Option<u64>) -> Result<()> {
-    if st.closed {
-        return Err(EngineError::Closed {
-            volume: inner.id.clone(),
-        });
-    }
-    check_primary_epoch(inner, st, epoch)?;
-    if st.fenced {
-        let reason = if st.superseded {
-            "a member holds a newer epoch: another primary exists"
-        } else {
-            "a change of primary is in progress"
-        };
-        return Err(EngineError::Fenced {
-            volume: inner.id.clone(),
-            reason: reason.into(),
-        });
-    }
-    Ok(())
 }

@@ -62,7 +62,8 @@ fn engine_code(e: &EngineError) -> Code {
         | NotResyncing { .. }
         | ResyncUnfinished { .. }
         | NoGroup { .. }
-        | TargetBehind { .. } => Code::FailedPrecondition,
+        | TargetBehind { .. }
+        | TargetNotInSync { .. } => Code::FailedPrecondition,
         OutOfRange { .. } | ShrinkRefused { .. } => Code::OutOfRange,
         ChecksumMismatch { .. }
         | RegionChecksum { .. }
@@ -74,20 +75,12 @@ fn engine_code(e: &EngineError) -> Code {
         NotFound { .. } => Code::NotFound,
         AlreadyExists { .. } => Code::AlreadyExists,
         BackendIo { .. } | JournalIo { .. } | Metadata { .. } => Code::Internal,
-        Closed { .. } => Code::Unavailable,
+        Closed { .. } | ReplicaFailed { .. } => Code::Unavailable,
     }
 }
 
 fn refusal_name(e: &EngineError) -> &'static str {
-    use roam_engine::RefusalCode::*;
-    match e.refusal_code() {
-        StaleEpoch => "stale-epoch",
-        NoSpace => "no-space",
-        OutOfOrder => "out-of-order",
-        Invalid => "invalid",
-        NotFound => "not-found",
-        Other => "other",
-    }
+    e.refusal_code().name()
 }
 
 impl From<StorageError> for Status {

@@ -78,14 +78,7 @@ pub fn status_to_error(endpoint: &str, s: &Status) -> TransportError {
         .metadata()
         .get(REFUSAL_KEY)
         .and_then(|v| v.to_str().ok())
-        .map(|v| match v {
-            "stale-epoch" => RefusalCode::StaleEpoch,
-            "no-space" => RefusalCode::NoSpace,
-            "out-of-order" => RefusalCode::OutOfOrder,
-            "invalid" => RefusalCode::Invalid,
-            "not-found" => RefusalCode::NotFound,
-            _ => RefusalCode::Other,
-        });
+        .map(RefusalCode::from_name);
     match (refusal, s.code()) {
         (Some(code), _) => TransportError::Refused {
             endpoint: endpoint.into(),
@@ -103,9 +96,11 @@ pub fn status_to_error(endpoint: &str, s: &Status) -> TransportError {
             code: RefusalCode::NotFound,
             message: s.message().into(),
         },
+        // An answer without a refusal class (not from a Roam engine): what
+        // the peer did is unknown.
         (None, _) => TransportError::Refused {
             endpoint: endpoint.into(),
-            code: RefusalCode::Other,
+            code: RefusalCode::Internal,
             message: s.message().into(),
         },
     }

@@ -267,6 +267,18 @@ impl Journal {
             .send_modify(|d| d.seq = d.seq.max(seq));
     }
 
+    /// Set the position to exactly `seq`, lower or higher, when the journal
+    /// is empty: after a region copy the real volume (synced) holds every
+    /// write up to `seq` and nothing past it. The durable watermark moves
+    /// with it; left higher, later appends below the old watermark would
+    /// count as durable before any sync.
+    pub fn rebase(&self, seq: u64) {
+        let mut w = lock(&self.shared.written);
+        debug_assert_eq!(w.file_len, 0, "rebase of a journal that holds records");
+        w.last_seq = seq;
+        self.shared.durable_tx.send_modify(|d| d.seq = seq);
+    }
+
     /// Bytes of records in the journal file.
     pub fn len(&self) -> u64 {
         lock(&self.shared.written).file_len

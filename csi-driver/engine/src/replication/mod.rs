@@ -51,6 +51,9 @@ pub(crate) enum Mode {
 pub(crate) struct Progress {
     pub acked: u64,
     pub streaming: bool,
+    /// False once the member is durably recorded out of sync: writes stop
+    /// waiting for it from then on.
+    pub in_sync: bool,
     /// Set when the member refused a write or hand-shake; cleared by its next ack.
     pub refused: Option<Refusal>,
 }
@@ -69,6 +72,11 @@ pub(crate) struct MemberTrack {
     /// Regions sent in an unfinished region copy.
     pub inflight: DirtyMap,
     pub progress: watch::Sender<Progress>,
+    /// In the group's in-sync set: Sync writes, flushes and the Async lag
+    /// bound wait for this member whether it streams or not. Leaves the set
+    /// only once recorded out of sync ([`record_out_of_sync`]); rejoins only
+    /// after a resync proven complete.
+    pub in_sync: bool,
     pub task: Option<AbortHandle>,
     pub connected: bool,
     /// Last position the member reported.
@@ -80,14 +88,18 @@ pub(crate) struct MemberTrack {
 }
 
 impl MemberTrack {
-    pub fn tracking(spec: MemberSpec, dirty: DirtyMap) -> Self {
-        let (progress, _) = watch::channel(Progress::default());
+    pub fn tracking(spec: MemberSpec, dirty: DirtyMap, in_sync: bool) -> Self {
+        let (progress, _) = watch::channel(Progress {
+            in_sync,
+            ..Default::default()
+        });
         Self {
             spec,
             mode: Mode::Tracking,
             dirty,
             inflight: DirtyMap::default(),
             progress,
+            in_sync,
             task: None,
             connected: false,
             reported_seq: 0,
@@ -102,11 +114,17 @@ impl MemberTrack {
         }
     }
 
+    /// The member holds every write up to `acked` and streams from there:
+    /// it is (again) in the in-sync set, and what it lacks from now on is
+    /// counted from `acked`.
     pub fn set_streaming(&mut self, acked: u64) {
         self.mode = Mode::Streaming { acked };
+        self.dirty = DirtyMap::new(acked);
+        self.in_sync = true;
         self.progress.send_modify(|p| {
-            p.acked = acked;
+            p.acked = p.acked.max(acked);
             p.streaming = true;
+            p.in_sync = true;
         });
     }
 }
@@ -120,7 +138,8 @@ pub(crate) fn policy(st: &State) -> (TransferType, FailurePolicy) {
 }
 
 /// Under the state lock, after a write is accepted: cache it for streaming
-/// members, mark it for the others, and return what the writer must wait for.
+/// members, mark it for the others, and return what the writer must wait
+/// for: every member of the in-sync set (Sync, or FUA), streaming or not.
 pub(crate) fn enqueue(
     st: &mut State,
     rec: WriteRecord,
@@ -131,13 +150,11 @@ pub(crate) fn enqueue(
     let mut waits = Vec::new();
     for (dc, m) in st.members.iter_mut() {
         match m.mode {
-            Mode::Streaming { .. } => {
-                any_streaming = true;
-                if transfer == TransferType::Sync || fua {
-                    waits.push((dc.clone(), m.progress.subscribe()));
-                }
-            }
+            Mode::Streaming { .. } => any_streaming = true,
             Mode::Tracking => m.dirty.mark(rec.offset, rec.data.len() as u64),
+        }
+        if m.in_sync && (transfer == TransferType::Sync || fua) {
+            waits.push((dc.clone(), m.progress.subscribe()));
         }
     }
     if any_streaming {
@@ -146,33 +163,32 @@ pub(crate) fn enqueue(
     waits
 }
 
-/// What a flush waits for: every streaming member of a Sync group.
+/// What a flush waits for: every member of a Sync group's in-sync set.
 pub(crate) fn flush_waits(st: &State) -> Vec<(String, watch::Receiver<Progress>)> {
     if policy(st).0 != TransferType::Sync {
         return Vec::new();
     }
     st.members
         .iter()
-        .filter(|(_, m)| matches!(m.mode, Mode::Streaming { .. }))
+        .filter(|(_, m)| m.in_sync)
         .map(|(dc, m)| (dc.clone(), m.progress.subscribe()))
         .collect()
 }
 
 /// Wait until every member in `waits` holds `seq` (accepted at `epoch`),
-/// applying the failure policy. Cancellation safe.
+/// applying the failure policy: `Block` fails the write when a member does
+/// not hold it in time; `Degrade` records the member out of sync (durably,
+/// before going on) and completes. Cancellation safe.
 pub(crate) async fn wait_acks(
     inner: &Arc<Inner>,
     epoch: u64,
     seq: u64,
     waits: Vec<(String, watch::Receiver<Progress>)>,
 ) -> Result<()> {
-    let block = policy(&inner.lock()).1 == FailurePolicy::Block;
     for (dc, mut rx) in waits {
-        // Under Block a member that stopped streaming is still owed the write:
-        // keep waiting for its region copy to cover it (or the timeout).
         let outcome = tokio::time::timeout(
             inner.config.ack_timeout,
-            rx.wait_for(|p| p.acked >= seq || p.refused.is_some() || (!block && !p.streaming)),
+            rx.wait_for(|p| p.acked >= seq || p.refused.is_some() || !p.in_sync),
         )
         .await
         .map(|r| r.map(|p| p.clone()));
@@ -191,7 +207,7 @@ pub(crate) async fn wait_acks(
                 seq,
                 reason: r.message,
             },
-            // Degrade: the member was marked out of sync while the write waited.
+            // Recorded out of sync while the write waited (Degrade).
             Ok(Ok(_)) => {
                 check_current(inner, epoch)?;
                 continue;
@@ -209,14 +225,47 @@ pub(crate) async fn wait_acks(
             },
         };
         {
-            let mut st = inner.lock();
+            let st = inner.lock();
             check_current_locked(inner, &st, epoch)?;
             if policy(&st).1 != FailurePolicy::Degrade {
                 return Err(failure);
             }
-            degrade(&mut st, &dc, &failure.to_string());
         }
-        tracing::warn!(volume = %inner.id, member = %dc, error = %failure, "secondary marked out of sync");
+        record_out_of_sync(inner, &dc, epoch, &failure.to_string()).await?;
+        tracing::warn!(volume = %inner.id, member = %dc, error = %failure, "secondary recorded out of sync");
+    }
+    Ok(())
+}
+
+/// Take `dc` out of the in-sync set: it stops streaming, and writes stop
+/// waiting for it only once the record is durable (the replica's metadata;
+/// the directory's record comes with the in-sync set in the directory). Two
+/// writers giving up on one member wait for the same record.
+pub(crate) async fn record_out_of_sync(
+    inner: &Arc<Inner>,
+    dc: &str,
+    epoch: u64,
+    reason: &str,
+) -> Result<()> {
+    let _g = inner.in_sync_lock.lock().await;
+    {
+        let mut st = inner.lock();
+        check_current_locked(inner, &st, epoch)?;
+        to_tracking(&mut st, dc, reason);
+        match st.members.get_mut(dc) {
+            Some(m) if m.in_sync => m.in_sync = false,
+            // Recorded already (under this lock), or gone.
+            _ => return Ok(()),
+        }
+    }
+    if let Err(e) = inner.persist().await {
+        if let Some(m) = inner.lock().members.get_mut(dc) {
+            m.in_sync = true;
+        }
+        return Err(e);
+    }
+    if let Some(m) = inner.lock().members.get(dc) {
+        m.progress.send_modify(|p| p.in_sync = false);
     }
     Ok(())
 }
@@ -242,44 +291,28 @@ fn check_current(inner: &Inner, epoch: u64) -> Result<()> {
 }
 
 fn check_current_locked(inner: &Inner, st: &State, epoch: u64) -> Result<()> {
-    if st.closed {
-        return Err(EngineError::Closed {
-            volume: inner.id.clone(),
-        });
-    }
-    if st.meta.epoch != epoch {
-        return Err(EngineError::StaleEpoch {
-            volume: inner.id.clone(),
-            held: st.meta.epoch,
-            got: epoch,
-        });
-    }
-    if st.meta.role != Role::Primary {
-        return Err(EngineError::NotPrimary {
-            volume: inner.id.clone(),
-            role: st.meta.role,
-        });
-    }
-    if st.superseded {
-        return Err(EngineError::Fenced {
-            volume: inner.id.clone(),
-            reason: "a member holds a newer epoch".into(),
-        });
-    }
-    Ok(())
+    crate::fence::still_primary(&inner.id, st, epoch)
 }
 
-/// Turn a streaming member to tracking: what it lacks goes to its dirty map.
-pub(crate) fn degrade(st: &mut State, dc: &str, reason: &str) {
+/// Turn a streaming member to tracking: what it lacks goes to its dirty
+/// map. It stays in the in-sync set (see [`record_out_of_sync`]).
+pub(crate) fn to_tracking(st: &mut State, dc: &str, reason: &str) {
     let State { members, cache, .. } = st;
     let Some(m) = members.get_mut(dc) else { return };
     if let Mode::Streaming { acked } = m.mode {
+        // It holds every write up to `acked` and lacks what the cache holds
+        // past it (its dirty map is empty while it streams).
         let mut map = DirtyMap::new(acked);
         for r in cache.after(acked) {
             map.mark(r.offset, r.data.len() as u64);
         }
-        m.dirty.merge(&map);
-        m.dirty.since_seq = m.dirty.since_seq.min(acked);
+        if m.dirty.is_empty() {
+            // `since` rises to what it holds: a member that comes back with
+            // less (emptied, re-created) is then told apart and copied in full.
+            m.dirty = map;
+        } else {
+            m.dirty.merge(&map);
+        }
         m.mode = Mode::Tracking;
         m.message = reason.to_string();
         m.progress.send_modify(|p| p.streaming = false);
@@ -303,28 +336,29 @@ pub(crate) fn trim_cache(st: &mut State) {
     }
 }
 
-/// Back-pressure before a write is accepted: wait while a streaming member's
-/// lag passes the group's bound or the cache its memory limit, and — in a
-/// Sync group with the Block policy — while a member believed in sync is not
-/// streaming yet.
+/// Back-pressure before a write is accepted: wait while a member of the
+/// in-sync set lags past the group's Async bound (a streaming member by
+/// what the cache holds past its position, any other by its dirty regions)
+/// or the cache passes its memory limit. When the wait runs out, `Degrade`
+/// records the member out of sync and goes on; `Block` fails the write.
 pub(crate) async fn wait_for_room(inner: &Arc<Inner>, epoch: Option<u64>) -> Result<()> {
     let deadline = tokio::time::Instant::now() + inner.config.ack_timeout;
     loop {
         let over = {
             let st = inner.lock();
-            crate::volume::check_primary_epoch(inner, &st, epoch)?;
-            over_bound(inner, &st)
+            crate::fence::primary(&inner.id, &st, epoch)?;
+            over_bound(inner, &st).map(|(dc, rx)| (dc, rx, st.meta.epoch))
         };
-        let Some((dc, mut rx)) = over else {
+        let Some((dc, mut rx, held_epoch)) = over else {
             return Ok(());
         };
         let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
         if changed.is_err() {
-            let mut st = inner.lock();
-            if policy(&st).1 == FailurePolicy::Degrade {
-                degrade(&mut st, &dc, "lag bound exceeded");
+            if policy(&inner.lock()).1 == FailurePolicy::Degrade {
+                record_out_of_sync(inner, &dc, held_epoch, "lag bound exceeded").await?;
                 continue;
             }
+            let st = inner.lock();
             let seq = st.last_seq + 1;
             return Err(EngineError::ReplicateTimeout {
                 volume: inner.id.clone(),
@@ -338,14 +372,11 @@ pub(crate) async fn wait_for_room(inner: &Arc<Inner>, epoch: Option<u64>) -> Res
 fn over_bound(inner: &Inner, st: &State) -> Option<(String, watch::Receiver<Progress>)> {
     let group = st.meta.group.as_ref()?;
     let cache_full = st.cache.bytes() > inner.config.cache_limit_bytes;
-    let strict =
-        group.transfer_type == TransferType::Sync && group.failure_policy == FailurePolicy::Block;
+    let bounded = group.transfer_type == TransferType::Async && group.max_lag_bytes > 0;
     for (dc, m) in &st.members {
         let Mode::Streaming { acked } = m.mode else {
-            // Sync + Block: a member believed in sync (nothing to copy) but
-            // not yet streaming (hand-shake pending, or unreachable since a
-            // restart or a change of primary) holds writes back.
-            if strict && m.dirty.is_empty() && m.inflight.is_empty() {
+            let lacks = (m.dirty.regions() + m.inflight.regions()) * REGION_SIZE;
+            if m.in_sync && bounded && lacks > group.max_lag_bytes {
                 return Some((dc.clone(), m.progress.subscribe()));
             }
             continue;
@@ -419,7 +450,9 @@ pub(crate) fn persisted_maps(st: &State) -> Vec<(String, PersistedDirtyMap)> {
                     map.mark(r.offset, r.data.len() as u64);
                 }
             }
-            (dc.clone(), map.to_persisted())
+            let mut p = map.to_persisted();
+            p.out_of_sync = !m.in_sync;
+            (dc.clone(), p)
         })
         .collect()
 }
@@ -439,16 +472,17 @@ pub(crate) fn restore_members(
         .iter()
         .filter(|m| m.data_center != meta.data_center)
         .map(|spec| {
-            let mut map = match meta.dirty.iter().find(|(dc, _)| *dc == spec.data_center) {
-                Some((_, p)) => DirtyMap::from_persisted(p, size),
-                None => DirtyMap::full(size),
+            let (mut map, in_sync) = match meta.dirty.iter().find(|(dc, _)| *dc == spec.data_center)
+            {
+                Some((_, p)) => (DirtyMap::from_persisted(p, size), !p.out_of_sync),
+                None => (DirtyMap::full(size), false),
             };
             for r in replayed {
                 map.mark(r.offset, r.data.len() as u64);
             }
             (
                 spec.data_center.clone(),
-                MemberTrack::tracking(spec.clone(), map),
+                MemberTrack::tracking(spec.clone(), map, in_sync),
             )
         })
         .collect()

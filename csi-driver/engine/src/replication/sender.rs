@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::{Mode, degrade, policy, trim_cache};
+use super::{Mode, policy, to_tracking, trim_cache};
 use crate::error::{EngineError, RefusalCode, Result, TransportError};
 use crate::receive::history_ok;
 use crate::resync::DirtyMap;
@@ -88,7 +88,7 @@ fn on_session_error(inner: &Inner, dc: &str, e: &EngineError) {
             .send_modify(|p| p.refused = Some(super::Refusal { code, message }));
     }
     if degrade_it {
-        degrade(&mut st, dc, &e.to_string());
+        to_tracking(&mut st, dc, &e.to_string());
     }
 }
 
@@ -191,6 +191,10 @@ async fn session(inner: &Arc<Inner>, dc: &str, epoch: u64) -> Result<Flow> {
     let Some(plan) = plan else {
         return Ok(Flow::Stop);
     };
+    if matches!(plan, Plan::Stream(_)) {
+        // It may have rejoined the in-sync set: record that too.
+        inner.persist().await?;
+    }
     let acked = match plan {
         Plan::Stream(acked) => acked,
         Plan::Resync { full } => {
@@ -225,7 +229,7 @@ fn decide(st: &mut crate::volume::State, dc: &str, pos: &Position) -> Option<Pla
             m.set_streaming(pos.applied_seq);
             return Some(Plan::Stream(pos.applied_seq));
         }
-        degrade(st, dc, "position not covered by the cache");
+        to_tracking(st, dc, "position not covered by the cache");
     }
     let m = st.members.get_mut(dc)?;
     // Regions sent in an unfinished copy were never confirmed: copy them again.
@@ -245,6 +249,8 @@ fn decide(st: &mut crate::volume::State, dc: &str, pos: &Position) -> Option<Pla
         return Some(Plan::Resync { full: true });
     }
     if m.dirty.is_empty() && m.inflight.is_empty() && pos.applied_seq == last {
+        // Nothing changed since its durable position: the resync is
+        // complete without a copy.
         m.set_streaming(last);
         return Some(Plan::Stream(last));
     }
@@ -291,7 +297,11 @@ async fn resync_copy(
             let taken = m.dirty.take();
             m.inflight.merge(&taken);
             if taken.is_empty() {
-                m.set_streaming(last);
+                // New writes stream to it from here on; it counts as
+                // holding `last` (writes waiting on it complete, it rejoins
+                // the in-sync set) only once it confirms the copy durable.
+                m.mode = Mode::Streaming { acked: last };
+                m.dirty = DirtyMap::new(last);
                 (DirtyMap::default(), size, Some((last, last_epoch, history)))
             } else {
                 (taken, size, None)
@@ -313,8 +323,22 @@ async fn resync_copy(
             if reply != PeerReply::Done {
                 return Err(unexpected(inner, "ResyncDone", &reply));
             }
-            if let Some(m) = inner.lock().members.get_mut(dc) {
+            let rejoined = {
+                let mut st = inner.lock();
+                let Some(m) = st.members.get_mut(dc) else {
+                    return Ok(None);
+                };
                 m.inflight = DirtyMap::default();
+                if !matches!(m.mode, Mode::Streaming { .. }) {
+                    return Ok(None);
+                }
+                let rejoined = !m.in_sync;
+                m.set_streaming(seq);
+                rejoined
+            };
+            if rejoined {
+                inner.persist().await?;
+                tracing::info!("member rejoined the in-sync set");
             }
             tracing::info!(regions = copied, seq, "region copy complete");
             return Ok(Some(seq));
@@ -457,7 +481,7 @@ async fn stream(
             let Some(last) = batch.last().map(|r| r.seq) else {
                 // The cache no longer holds what this member needs.
                 let mut st = inner.lock();
-                degrade(
+                to_tracking(
                     &mut st,
                     dc,
                     "writes left the cache before the member held them",

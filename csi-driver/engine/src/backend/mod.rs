@@ -20,6 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{GroupSpec, Role};
 
+pub mod sim;
+
+/// The files of one replica, behind the backend traits.
+pub struct VolumeFiles {
+    pub data: std::sync::Arc<dyn Backend>,
+    pub journal: std::sync::Arc<dyn Backend>,
+    pub meta: std::sync::Arc<dyn MetaStore>,
+}
+
 /// A byte-addressed file.
 pub trait Backend: Send + Sync + 'static {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
@@ -97,6 +106,10 @@ pub struct PersistedDirtyMap {
     pub runs: Vec<(u64, u64)>,
     /// True when the member must receive every region.
     pub full: bool,
+    /// The member was recorded out of sync: writes do not wait for it, and
+    /// it rejoins the in-sync set only after a complete resync.
+    #[serde(default)]
+    pub out_of_sync: bool,
 }
 
 /// What survives a restart besides the data and the journal.
@@ -177,8 +190,8 @@ impl ReplicaDir {
     }
 
     /// The files behind the engine's traits.
-    pub fn files(&self) -> io::Result<crate::volume::VolumeFiles> {
-        Ok(crate::volume::VolumeFiles {
+    pub fn files(&self) -> io::Result<VolumeFiles> {
+        Ok(VolumeFiles {
             data: std::sync::Arc::new(self.data()?),
             journal: std::sync::Arc::new(self.journal()?),
             meta: std::sync::Arc::new(self.meta()),
