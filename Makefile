@@ -6,6 +6,7 @@
 #   make e2e      end-to-end suite against $KUBECONFIG (local or kind)
 #   make sanity   csi-sanity against roam-csi
 #   make bench    benchmarks -> bench/results/ and docs/benchmarks.md
+#   make install-plugin  `kubectl roam` into ~/.local/bin (or PLUGIN_DIR=...)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +21,7 @@ export PATH := $(ROAM_TOOLS)/bin:$(PATH)
 # Two cores: keep cargo and go from oversubscribing them.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help tools build images up down test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds
+.PHONY: help tools build images up down test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds install-plugin
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -61,6 +62,8 @@ test-control-plane:
 	cargo test -p roam-crds --test api_validation
 	cargo test -p roam-operator --tests -- --test-threads=2
 	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs -- --test-threads=1
+	cargo build -p roam-operator -p roam-csi --bins
+	cargo test -p kubectl-roam --test control_plane -- --test-threads=2
 
 # Tier 5: real kubelets and containerd; Roam installed with its chart as
 # pods, the examples applied until Ready, then the end-to-end suite: pods
@@ -86,6 +89,13 @@ sanity: build
 
 bench:
 	bash bench/run.sh
+
+# kubectl finds plugins on PATH by name: kubectl-roam becomes `kubectl roam`.
+PLUGIN_DIR ?= $(HOME)/.local/bin
+install-plugin:
+	cargo build --release -p kubectl-roam
+	install -D -m 0755 target/release/kubectl-roam $(PLUGIN_DIR)/kubectl-roam
+	@echo "installed $(PLUGIN_DIR)/kubectl-roam; run: kubectl roam --help"
 
 fmt:
 	cargo fmt --all
