@@ -147,6 +147,8 @@ pub struct MemberStatus {
     /// Bytes of region data copied to this member by resyncs and full
     /// copies since this replica became its primary.
     pub resync_bytes: u64,
+    /// In the group's in-sync set (see `replication::MemberTrack::in_sync`).
+    pub in_sync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -118,6 +118,7 @@ fn member_to_proto(m: &MemberStatus) -> sp::MemberStatus {
         applied_seq: m.applied_seq,
         message: m.message.clone(),
         resync_bytes: m.resync_bytes,
+        in_sync: m.in_sync,
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{Backend, MetaStore, VolumeFiles};
 
@@ -31,6 +31,8 @@ struct SimFile {
     unsynced: Vec<(u64, Vec<u8>)>,
     fail_next_sync: bool,
     fail_writes: Option<i32>,
+    /// Syncs wait until released (a slow disk), or until the power goes.
+    stall_syncs: bool,
 }
 
 #[derive(Default)]
@@ -48,6 +50,8 @@ struct Machine {
 #[derive(Clone, Default)]
 pub struct SimMachine {
     m: Arc<Mutex<Machine>>,
+    /// Wakes stalled syncs.
+    cv: Arc<Condvar>,
 }
 
 /// What a power cut did, for a failing test's message.
@@ -152,10 +156,30 @@ impl SimMachine {
             f.unsynced.clear();
             f.fail_next_sync = false;
             f.fail_writes = None;
+            f.stall_syncs = false;
         }
         m.fail_meta = None;
+        drop(m);
+        self.cv.notify_all();
         report.dropped.sort();
         report
+    }
+
+    /// Kill the process (kill -9): every handle of this power cycle fails
+    /// from now on, and what it wrote stays (the page cache survives), not
+    /// yet durable: a later power cut may still drop it.
+    pub fn process_crash(&self) {
+        self.lock().cycle += 1;
+        self.cv.notify_all();
+    }
+
+    /// Syncs of `file` wait (true) until released (false) or the power
+    /// goes: writes stay unsynced meanwhile, whatever the engine does.
+    pub fn stall_syncs(&self, file: &'static str, stall: bool) {
+        if let Some(f) = self.lock().files.get_mut(file) {
+            f.stall_syncs = stall;
+        }
+        self.cv.notify_all();
     }
 
     /// The next sync of `file` ("data" or "journal") fails with EIO, and
@@ -237,6 +261,12 @@ impl Backend for SimBackend {
     }
     fn sync(&self) -> io::Result<()> {
         let name = self.name;
+        {
+            let mut m = self.sim.lock();
+            while m.cycle == self.cycle && m.files.get(name).is_some_and(|f| f.stall_syncs) {
+                m = self.sim.cv.wait(m).unwrap_or_else(|e| e.into_inner());
+            }
+        }
         self.with(|f, m| {
             if f.fail_next_sync {
                 // Linux: the error is reported once and the pages are clean.

@@ -429,6 +429,7 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
                 applied_seq: applied,
                 message: m.message.clone(),
                 resync_bytes: m.resync_bytes,
+                in_sync: m.in_sync,
             }
         })
         .collect()

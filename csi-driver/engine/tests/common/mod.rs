@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use roam_engine::backend::ReplicaDir;
+use roam_engine::backend::sim::{CutReport, SimMachine};
 use roam_engine::transport::local::LocalTransport;
 use roam_engine::{
     EngineConfig, FailurePolicy, GroupSpec, MemberSpec, MemberState, Role, TransferType, Volume,
@@ -20,6 +21,8 @@ pub struct Cluster {
     pub root: tempfile::TempDir,
     pub vols: BTreeMap<String, Volume>,
     pub config: EngineConfig,
+    /// Data centers whose replica lives on a simulated machine (power cuts).
+    pub sims: BTreeMap<String, SimMachine>,
 }
 
 pub fn fast_config() -> EngineConfig {
@@ -42,6 +45,7 @@ impl Cluster {
             root: tempfile::tempdir().expect("tempdir"),
             vols: BTreeMap::new(),
             config,
+            sims: BTreeMap::new(),
         };
         for dc in dcs {
             c.dir(dc)
@@ -52,12 +56,45 @@ impl Cluster {
         c
     }
 
+    /// A cluster whose replicas live on simulated machines: a crash can be a
+    /// power cut that drops every unsynced write.
+    pub async fn new_sim(dcs: &[&str], size: u64, config: EngineConfig) -> Self {
+        let mut c = Self::new(&[], size, config).await;
+        for dc in dcs {
+            c.add_sim(dc, size).await;
+        }
+        c
+    }
+
+    /// A new, empty replica on a simulated machine in `dc` (replacing any).
+    pub async fn add_sim(&mut self, dc: &str, size: u64) {
+        std::fs::create_dir_all(self.root.path().join(dc)).expect("dc dir");
+        self.sims
+            .insert(dc.to_string(), SimMachine::replica(VOL, dc, size));
+        self.open(dc).await;
+    }
+
+    /// Cut the power of `dc`'s machine: unsynced writes are gone, the last
+    /// one maybe torn. The replica is down until [`Cluster::open`].
+    pub async fn power_cut(&mut self, dc: &str, tear: Option<f64>) -> CutReport {
+        self.net.unregister(dc, VOL);
+        let report = self.sims[dc].power_cut(tear);
+        if let Some(v) = self.vols.remove(dc) {
+            // Its files are dead: closing makes nothing more durable.
+            v.close().await;
+        }
+        report
+    }
+
     pub fn dir(&self, dc: &str) -> ReplicaDir {
         ReplicaDir::new(&self.root.path().join(dc), VOL)
     }
 
     pub async fn open(&mut self, dc: &str) {
-        let files = self.dir(dc).files().expect("files");
+        let files = match self.sims.get(dc) {
+            Some(sim) => sim.files(),
+            None => self.dir(dc).files().expect("files"),
+        };
         let vol = Volume::open(VOL, files, Arc::new(self.net.clone()), self.config.clone())
             .await
             .expect("open");
@@ -65,8 +102,18 @@ impl Cluster {
         self.vols.insert(dc.to_string(), vol);
     }
 
-    /// Stop a replica as a crash would: nothing more is accepted or sent.
+    /// Stop a replica as kill -9 would: nothing more is accepted or sent;
+    /// on a simulated machine its files die at once (what it wrote stays in
+    /// the page cache), on real files it is closed.
     pub async fn crash(&mut self, dc: &str) {
+        if let Some(sim) = self.sims.get(dc) {
+            self.net.unregister(dc, VOL);
+            sim.process_crash();
+            if let Some(v) = self.vols.remove(dc) {
+                v.close().await;
+            }
+            return;
+        }
         self.net.unregister(dc, VOL);
         if let Some(v) = self.vols.remove(dc) {
             v.close().await;
