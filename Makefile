@@ -52,7 +52,7 @@ test-unit:
 # Tier 2: storage systems as separate processes, in network namespaces, with
 # a delay proxy and partitions; FUSE, loop devices and ext4 (root).
 test-dataplane:
-	cargo test -p roam-csi --test storage_local --test dataplane --test dataplane_frontend -- --test-threads=1
+	cargo test -p roam-csi --test storage_local --test dataplane --test dataplane_frontend --test csi_node_unstage_retry -- --test-threads=1
 
 # Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
 # scheduler), the operator and storage systems as processes.

@@ -71,6 +71,16 @@ impl From<NodeError> for Status {
             {
                 Status::failed_precondition(message)
             }
+            // Something else still has the device or the export open: a
+            // passing condition, and the volume stays tracked for the retry.
+            NodeError::Unstage { source, .. }
+                if matches!(
+                    source.as_ref(),
+                    FrontendError::LoopNotReleased { .. } | FrontendError::UnmountFuse { .. }
+                ) =>
+            {
+                Status::unavailable(message)
+            }
             NodeError::Expand { source, .. } => match source.as_ref() {
                 FrontendError::ShrinkRefused { .. } => Status::out_of_range(message),
                 FrontendError::QuerySize { .. } => Status::unavailable(message),

@@ -30,7 +30,7 @@ use fuser::{
     WriteFlags,
 };
 use tokio::runtime::Handle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::error::FrontendError;
 use super::loop_device::DEFAULT_RELEASE_TIMEOUT;
@@ -453,15 +453,22 @@ impl FuseExport {
                 }
             }
         }
-        // The kernel ended the connection: the session finds nothing left to
-        // unmount and joins its request threads.
-        if let Some(session) = self.session.take() {
-            session
-                .umount_and_join()
-                .map_err(|source| FrontendError::UnmountFuse {
-                    path: self.mountpoint.clone(),
-                    source,
-                })?;
+        // The kernel ended the connection, so the request threads stop.
+        // Join them; the session's own unmount guard is dropped only then
+        // (it finds the mount gone, at worst logs that it could not unmount
+        // it again) while this export still owns the mountpoint.
+        if let Some(mut session) = self.session.take() {
+            let threads = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
+            let served = threads.join().map_err(|_| FrontendError::UnmountFuse {
+                path: self.mountpoint.clone(),
+                source: std::io::Error::other("a FUSE request thread panicked"),
+            })?;
+            drop(session);
+            if let Err(e) = served {
+                // Unmounted all the same: the threads' last error is news,
+                // not a failure of the unmount.
+                warn!(mountpoint = %self.mountpoint.display(), "FUSE session ended with {e}");
+            }
         }
         info!(mountpoint = %self.mountpoint.display(), "FUSE export unmounted");
         Ok(())
