@@ -76,6 +76,10 @@ pub struct NodeArgs {
     /// Address of the Prometheus `/metrics` endpoint (empty: none).
     #[arg(long, default_value = "")]
     pub metrics_listen: String,
+    /// Address of the embedded storage system's per-volume `/metrics`
+    /// (`roam_storage_*`; empty: none).
+    #[arg(long, default_value = "")]
+    pub storage_metrics_listen: String,
     /// Do not annotate the Node object even when a kubeconfig is found.
     #[arg(long)]
     pub no_announce: bool,
@@ -253,6 +257,12 @@ fn embedded_storage(
         "--node".to_owned(),
         args.node_name.clone(),
     ];
+    if !args.storage_metrics_listen.is_empty() {
+        argv.extend([
+            "--metrics-listen".to_owned(),
+            args.storage_metrics_listen.clone(),
+        ]);
+    }
     argv.extend(args.tls.to_args());
     Ok(EmbeddedStorage::try_parse_from(argv)
         .context("storage system flags")?
