@@ -397,6 +397,7 @@ async fn malformed_peer_messages_are_refused_without_change() {
                     offset: 0,
                     data: data.into(),
                     crc: if crc_ok { crc } else { crc ^ 0xdead_beef },
+                    incarnation: 0,
                 }],
             })),
         }

@@ -407,6 +407,7 @@ fn append(epoch: u64, seq: u64, offset: u64, data: &[u8], crc: Option<u32>) -> r
                 offset,
                 data: data.to_vec().into(),
                 crc,
+                incarnation: 0,
             }],
         })),
     }

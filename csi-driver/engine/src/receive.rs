@@ -21,45 +21,56 @@ use tracing::instrument;
 
 use crate::error::{EngineError, Result};
 use crate::transport::{PeerMessage, PeerReply, PeerRequest, Region};
-use crate::types::{Position, Role, WriteRecord};
+use crate::types::{Position, Role, Run, Term, WriteRecord};
 use crate::volume::{Inner, Volume};
 
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Result<PeerReply>> + Send>>;
 
-/// Record that `epoch` wrote from `seq` on, when it is a new epoch.
-pub(crate) fn note_history(history: &mut Vec<(u64, u64)>, epoch: u64, seq: u64) {
-    if history.last().is_none_or(|&(e, _)| epoch > e) {
-        history.push((epoch, seq));
+/// Record that `term` wrote from `seq` on, when it is a newer term. A later
+/// term that starts at or below the last run's start replaces the runs it
+/// overwrites (a primary reopened with a shorter log).
+pub(crate) fn note_history(history: &mut Vec<Run>, term: Term, seq: u64) {
+    if history.last().is_some_and(|r| r.term() >= term) {
+        return;
     }
+    while history.last().is_some_and(|r| r.first_seq >= seq) {
+        history.pop();
+    }
+    history.push(Run {
+        epoch: term.epoch,
+        incarnation: term.incarnation,
+        first_seq: seq,
+    });
 }
 
-/// Epoch that wrote `seq` according to `history` (0 when none).
-pub(crate) fn epoch_at(history: &[(u64, u64)], seq: u64) -> u64 {
+/// The term that wrote `seq` according to `history` (0, 0 when none).
+pub(crate) fn term_at(history: &[Run], seq: u64) -> Term {
     history
         .iter()
         .rev()
-        .find(|&&(_, first)| first <= seq)
-        .map(|&(e, _)| e)
-        .unwrap_or(0)
+        .find(|r| r.first_seq <= seq)
+        .map(Run::term)
+        .unwrap_or_default()
 }
 
-/// True when a member at `pos` holds a prefix of this replica's writes.
-pub(crate) fn history_ok(
-    history: &[(u64, u64)],
-    pos: &Position,
-    last: u64,
-    last_epoch: u64,
-) -> bool {
+/// True when a member at `pos` holds a prefix of this replica's writes: the
+/// same term wrote its last write here. Sequence numbers alone prove nothing:
+/// a primary reopened after a power cut hands out lost ones again.
+pub(crate) fn history_ok(history: &[Run], pos: &Position, last: u64, last_term: Term) -> bool {
     if pos.applied_seq == 0 {
         return true;
     }
     if pos.applied_seq > last {
         return false;
     }
+    let theirs = Term {
+        epoch: pos.applied_epoch,
+        incarnation: pos.applied_incarnation,
+    };
     if pos.applied_seq == last {
-        return pos.applied_epoch == last_epoch;
+        return theirs == last_term;
     }
-    epoch_at(history, pos.applied_seq) == pos.applied_epoch
+    term_at(history, pos.applied_seq) == theirs
 }
 
 fn ready(reply: PeerReply) -> ReplyFuture {
@@ -147,6 +158,7 @@ impl Volume {
             role: st.meta.role,
             applied_seq: st.last_seq,
             applied_epoch: st.last_epoch,
+            applied_incarnation: st.last_incarnation,
             resyncing: st.meta.resyncing,
         })
     }
@@ -179,7 +191,7 @@ impl Volume {
         epoch: u64,
         seq: u64,
         applied_epoch: u64,
-        history: Vec<(u64, u64)>,
+        history: Vec<Run>,
     ) -> Result<()> {
         let inner = self.inner.clone();
         let _g = inner.role_lock.lock().await;
@@ -204,10 +216,13 @@ impl Volume {
         {
             let mut st = inner.lock();
             st.last_seq = seq;
+            let incarnation = term_at(&history, seq).incarnation;
             st.last_epoch = applied_epoch;
+            st.last_incarnation = incarnation;
             st.meta.history = history;
             st.meta.checkpoint_seq = seq;
             st.meta.checkpoint_epoch = applied_epoch;
+            st.meta.checkpoint_incarnation = incarnation;
             st.meta.resyncing = false;
         }
         // The copy may have lowered the position (a diverged replica): the
@@ -285,7 +300,8 @@ pub(crate) fn apply_append(inner: &Arc<Inner>, epoch: u64, records: &[WriteRecor
         }
         st.last_seq = r.seq;
         st.last_epoch = r.epoch;
-        note_history(&mut st.meta.history, r.epoch, r.seq);
+        st.last_incarnation = r.incarnation;
+        note_history(&mut st.meta.history, r.term(), r.seq);
     }
     let last = st.last_seq;
     drop(st);

@@ -51,7 +51,12 @@ fn become_primary(st: &mut State, group: GroupSpec) {
     st.cache.clear();
     let me = st.meta.data_center.clone();
     let last = st.last_seq;
-    crate::receive::note_history(&mut st.meta.history, group.epoch, last + 1);
+    st.meta.incarnation += 1;
+    let term = crate::types::Term {
+        epoch: group.epoch,
+        incarnation: st.meta.incarnation,
+    };
+    crate::receive::note_history(&mut st.meta.history, term, last + 1);
     st.meta.role = Role::Primary;
     st.meta.epoch = group.epoch;
     st.fenced = false;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::TransportError;
-use crate::types::{GroupSpec, Position, WriteRecord};
+use crate::types::{GroupSpec, Position, Run, WriteRecord};
 
 /// One region of a resync copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum PeerMessage {
     ResyncDone {
         seq: u64,
         applied_epoch: u64,
-        history: Vec<(u64, u64)>,
+        history: Vec<Run>,
     },
     /// Planned change of primary: become primary at the request's epoch.
     TakePrimary {

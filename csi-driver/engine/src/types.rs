@@ -75,11 +75,43 @@ impl GroupSpec {
     }
 }
 
+/// Who wrote a run of sequence numbers: the epoch, and the primary's
+/// incarnation in it. A primary starts a new incarnation whenever it opens
+/// (after a crash it may have lost an unsynced tail, and hands out the lost
+/// sequence numbers again for other data), so (term, seq) names one write.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Term {
+    pub epoch: u64,
+    pub incarnation: u64,
+}
+
+/// One entry of a replica's history: `term` wrote from `first_seq` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub epoch: u64,
+    #[serde(default)]
+    pub incarnation: u64,
+    pub first_seq: u64,
+}
+
+impl Run {
+    pub fn term(&self) -> Term {
+        Term {
+            epoch: self.epoch,
+            incarnation: self.incarnation,
+        }
+    }
+}
+
 /// One write as it travels: cache, journal, wire, secondary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteRecord {
     pub seq: u64,
     pub epoch: u64,
+    /// The primary's incarnation in `epoch` that accepted it (see [`Term`]).
+    pub incarnation: u64,
     pub offset: u64,
     pub data: Bytes,
     /// crc32c over seq, epoch, offset and data, computed once where the write
@@ -88,31 +120,62 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
+    /// A write of incarnation 0 (tests and tools that speak for a primary).
     pub fn new(seq: u64, epoch: u64, offset: u64, data: Bytes) -> Self {
-        let crc = record_crc(seq, epoch, offset, &data);
+        Self::in_term(
+            seq,
+            Term {
+                epoch,
+                incarnation: 0,
+            },
+            offset,
+            data,
+        )
+    }
+    pub fn in_term(seq: u64, term: Term, offset: u64, data: Bytes) -> Self {
+        let crc = record_crc_in(seq, term, offset, &data);
         Self {
             seq,
-            epoch,
+            epoch: term.epoch,
+            incarnation: term.incarnation,
             offset,
             data,
             crc,
         }
     }
+    pub fn term(&self) -> Term {
+        Term {
+            epoch: self.epoch,
+            incarnation: self.incarnation,
+        }
+    }
     pub fn crc_ok(&self) -> bool {
-        record_crc(self.seq, self.epoch, self.offset, &self.data) == self.crc
+        record_crc_in(self.seq, self.term(), self.offset, &self.data) == self.crc
     }
     pub fn end(&self) -> u64 {
         self.offset + self.data.len() as u64
     }
 }
 
-/// crc32c over the header fields and the payload.
+/// crc32c over seq, epoch, offset (little endian u64 each) and the payload:
+/// the checksum of a write of incarnation 0.
 pub fn record_crc(seq: u64, epoch: u64, offset: u64, data: &[u8]) -> u32 {
     let mut head = [0u8; 24];
     head[..8].copy_from_slice(&seq.to_le_bytes());
     head[8..16].copy_from_slice(&epoch.to_le_bytes());
     head[16..].copy_from_slice(&offset.to_le_bytes());
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
+}
+
+/// The checksum of a write in `term`: [`record_crc`], then the incarnation
+/// (little endian u64) when it is not 0, so writes of incarnation 0 keep the
+/// checksum they always had.
+pub fn record_crc_in(seq: u64, term: Term, offset: u64, data: &[u8]) -> u32 {
+    let crc = record_crc(seq, term.epoch, offset, data);
+    if term.incarnation == 0 {
+        return crc;
+    }
+    crc32c::crc32c_append(crc, &term.incarnation.to_le_bytes())
 }
 
 /// Where a secondary stands, returned by the hand-shake.
@@ -124,6 +187,8 @@ pub struct Position {
     pub applied_seq: u64,
     /// Epoch of the write at `applied_seq` (0 when none).
     pub applied_epoch: u64,
+    /// Incarnation of the write at `applied_seq` (see [`Term`]).
+    pub applied_incarnation: u64,
     /// True while a region copy into this replica is unfinished.
     pub resyncing: bool,
 }

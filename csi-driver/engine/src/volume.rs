@@ -39,7 +39,7 @@ use crate::cache::memory::WriteCache;
 use crate::error::{EngineError, Result};
 use crate::replication::MemberTrack;
 use crate::transport::Transport;
-use crate::types::{Role, VolumeStatus, WriteRecord};
+use crate::types::{Role, Term, VolumeStatus, WriteRecord};
 
 /// Tunables; the defaults suit production, tests shorten the timeouts.
 #[derive(Debug, Clone)]
@@ -93,6 +93,8 @@ pub(crate) struct State {
     pub last_seq: u64,
     /// Epoch of the write at `last_seq`.
     pub last_epoch: u64,
+    /// Incarnation of the write at `last_seq`.
+    pub last_incarnation: u64,
     pub cache: WriteCache,
     /// Primary only: one entry per secondary, by data center.
     pub members: BTreeMap<String, MemberTrack>,
@@ -117,7 +119,9 @@ pub(crate) struct Inner {
     /// Serializes role changes and peer control messages.
     pub role_lock: tokio::sync::Mutex<()>,
     /// Serializes metadata writes so the newest always lands last.
-    pub meta_lock: tokio::sync::Mutex<()>,
+    /// Held by the blocking store itself, so a cancelled caller cannot let
+    /// a store of this instance run on after `close` returned.
+    pub meta_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes records of members leaving the in-sync set.
     pub in_sync_lock: tokio::sync::Mutex<()>,
     /// Highest accepted sequence number, for senders waiting on new writes.
@@ -138,7 +142,7 @@ impl Inner {
 
     /// Persist the current metadata (the newest wins).
     pub(crate) async fn persist(self: &Arc<Self>) -> Result<()> {
-        let _g = self.meta_lock.lock().await;
+        let guard = self.meta_lock.clone().lock_owned().await;
         let bytes = {
             let st = self.lock();
             if st.closed {
@@ -155,14 +159,17 @@ impl Inner {
         };
         let store = self.meta_store.clone();
         let id = self.id.clone();
-        tokio::task::spawn_blocking(move || store.store(&bytes))
-            .await
-            .map_err(|e| EngineError::Metadata {
-                volume: id.clone(),
-                op: "store",
-                reason: e.to_string(),
-            })?
-            .map_err(|e| EngineError::metadata_store(&id, e))
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            store.store(&bytes)
+        })
+        .await
+        .map_err(|e| EngineError::Metadata {
+            volume: id.clone(),
+            op: "store",
+            reason: e.to_string(),
+        })?
+        .map_err(|e| EngineError::metadata_store(&id, e))
     }
 
     pub(crate) fn check_range(&self, offset: u64, len: u64, size: u64) -> Result<()> {
@@ -232,6 +239,7 @@ impl Inner {
         }
         st.meta.checkpoint_seq = st.last_seq;
         st.meta.checkpoint_epoch = st.last_epoch;
+        st.meta.checkpoint_incarnation = st.last_incarnation;
         let mut meta = st.meta.clone();
         meta.dirty = crate::replication::persisted_maps(&st);
         let bytes = serde_json::to_vec(&meta).map_err(|e| EngineError::Metadata {
@@ -280,13 +288,23 @@ impl Volume {
             .map_err(|e| EngineError::backend(id, "size", e))?;
         meta.size_bytes = size;
         let (journal, records) = Journal::open(id, files.journal.clone())?;
+        // What the journal file holds may be in the page cache only (the
+        // process was killed, the machine was not): sync it before counting
+        // it durable, or a flush after the restart would skip the sync.
+        files
+            .journal
+            .sync()
+            .map_err(|e| EngineError::journal(id, "sync at open", e))?;
         let mut last_seq = meta.checkpoint_seq;
-        let mut last_epoch = meta.checkpoint_epoch;
+        let mut last_term = Term {
+            epoch: meta.checkpoint_epoch,
+            incarnation: meta.checkpoint_incarnation,
+        };
         let mut replayed = Vec::new();
         for rec in records.into_iter().filter(|r| r.seq > meta.checkpoint_seq) {
             // A record that does not continue the sequence is from an older
             // generation of the (reused) journal file: replay ends there.
-            if rec.seq != last_seq + 1 || rec.epoch < last_epoch || rec.end() > size {
+            if rec.seq != last_seq + 1 || rec.term() < last_term || rec.end() > size {
                 break;
             }
             files
@@ -294,12 +312,24 @@ impl Volume {
                 .write_at(rec.offset, &rec.data)
                 .map_err(|e| EngineError::backend(id, "replay", e))?;
             last_seq = rec.seq;
-            last_epoch = rec.epoch;
-            crate::receive::note_history(&mut meta.history, rec.epoch, rec.seq);
+            last_term = rec.term();
+            crate::receive::note_history(&mut meta.history, rec.term(), rec.seq);
             replayed.push(rec);
         }
-        // Everything replayed or checkpointed is durable already.
+        // Everything replayed or checkpointed is durable now.
         journal.advance_to(last_seq);
+        if meta.role == Role::Primary {
+            // A new incarnation: this primary may have lost an unsynced tail
+            // that secondaries hold; the sequence numbers it hands out next
+            // are told apart from those by their term. Stored (below) before
+            // any write is accepted.
+            meta.incarnation = meta.incarnation.max(last_term.incarnation) + 1;
+            let term = Term {
+                epoch: meta.epoch,
+                incarnation: meta.incarnation,
+            };
+            crate::receive::note_history(&mut meta.history, term, last_seq + 1);
+        }
         tracing::info!(replayed = replayed.len(), last_seq, role = ?meta.role, epoch = meta.epoch, "replica opened");
         let mut members = BTreeMap::new();
         if meta.role == Role::Primary {
@@ -318,7 +348,8 @@ impl Volume {
                 fenced: false,
                 superseded: false,
                 last_seq,
-                last_epoch,
+                last_epoch: last_term.epoch,
+                last_incarnation: last_term.incarnation,
                 cache: WriteCache::default(),
                 members,
                 checkpointing: false,
@@ -326,7 +357,7 @@ impl Volume {
                 failed: None,
             }),
             role_lock: tokio::sync::Mutex::new(()),
-            meta_lock: tokio::sync::Mutex::new(()),
+            meta_lock: Arc::new(tokio::sync::Mutex::new(())),
             in_sync_lock: tokio::sync::Mutex::new(()),
             last_seq_tx,
             io: Default::default(),
@@ -397,7 +428,11 @@ impl Volume {
             crate::fence::writable(&inner.id, &st, epoch)?;
             inner.check_range(offset, data.len() as u64, st.meta.size_bytes)?;
             let seq = st.last_seq + 1;
-            let rec = WriteRecord::new(seq, st.meta.epoch, offset, data);
+            let term = Term {
+                epoch: st.meta.epoch,
+                incarnation: st.meta.incarnation,
+            };
+            let rec = WriteRecord::in_term(seq, term, offset, data);
             // The journal first: a write that reaches the data file is always
             // in the journal too, so a failure between the two leaves nothing
             // that a replay and the dirty maps do not cover. A failed data
@@ -408,6 +443,7 @@ impl Volume {
             }
             st.last_seq = seq;
             st.last_epoch = rec.epoch;
+            st.last_incarnation = rec.incarnation;
             let held_epoch = rec.epoch;
             let waits = crate::replication::enqueue(&mut st, rec, fua);
             (seq, held_epoch, waits)

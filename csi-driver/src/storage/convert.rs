@@ -4,8 +4,8 @@
 
 use roam_engine::transport::{PeerMessage, PeerReply, PeerRequest, Region};
 use roam_engine::{
-    FailurePolicy, GroupSpec, MemberSpec, MemberState, MemberStatus, Position, Role, TransferType,
-    VolumeStatus, WriteRecord,
+    FailurePolicy, GroupSpec, MemberSpec, MemberState, MemberStatus, Position, Role, Run,
+    TransferType, VolumeStatus, WriteRecord,
 };
 use roam_proto::replication as rp;
 use roam_proto::storage as sp;
@@ -151,6 +151,7 @@ pub fn request_to_proto(r: PeerRequest) -> rp::PeerRequest {
                     offset: w.offset,
                     data: w.data,
                     crc: w.crc,
+                    incarnation: w.incarnation,
                 })
                 .collect(),
         }),
@@ -174,7 +175,11 @@ pub fn request_to_proto(r: PeerRequest) -> rp::PeerRequest {
             applied_epoch,
             history: history
                 .into_iter()
-                .map(|(epoch, first_seq)| rp::EpochStart { epoch, first_seq })
+                .map(|r| rp::EpochStart {
+                    epoch: r.epoch,
+                    first_seq: r.first_seq,
+                    incarnation: r.incarnation,
+                })
                 .collect(),
         }),
         PeerMessage::TakePrimary { group, last_seq } => Body::TakePrimary(rp::TakePrimary {
@@ -203,6 +208,7 @@ pub fn request_from_proto(r: rp::PeerRequest) -> Result<PeerRequest> {
                 .map(|w| WriteRecord {
                     seq: w.seq,
                     epoch: w.epoch,
+                    incarnation: w.incarnation,
                     offset: w.offset,
                     data: w.data,
                     crc: w.crc,
@@ -227,7 +233,11 @@ pub fn request_from_proto(r: rp::PeerRequest) -> Result<PeerRequest> {
             history: d
                 .history
                 .into_iter()
-                .map(|h| (h.epoch, h.first_seq))
+                .map(|h| Run {
+                    epoch: h.epoch,
+                    incarnation: h.incarnation,
+                    first_seq: h.first_seq,
+                })
                 .collect(),
         },
         Body::TakePrimary(t) => {
@@ -256,6 +266,7 @@ pub fn reply_to_proto(r: PeerReply) -> rp::PeerReply {
             applied_seq: p.applied_seq,
             applied_epoch: p.applied_epoch,
             resyncing: p.resyncing,
+            applied_incarnation: p.applied_incarnation,
         }),
         PeerReply::Ack { seq } => Body::Ack(rp::Ack { seq }),
         PeerReply::Done => Body::Done(rp::Done {}),
@@ -272,6 +283,7 @@ pub fn reply_from_proto(r: rp::PeerReply) -> Result<PeerReply> {
             role: role_from_proto(p.role)?,
             applied_seq: p.applied_seq,
             applied_epoch: p.applied_epoch,
+            applied_incarnation: p.applied_incarnation,
             resyncing: p.resyncing,
         })),
         Some(Body::Ack(a)) => Ok(PeerReply::Ack { seq: a.seq }),

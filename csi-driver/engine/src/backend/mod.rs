@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{GroupSpec, Role};
+use crate::types::{GroupSpec, Role, Run};
 
 pub mod sim;
 
@@ -127,8 +127,15 @@ pub struct VolumeMeta {
     pub checkpoint_seq: u64,
     /// Epoch of the write at `checkpoint_seq`.
     pub checkpoint_epoch: u64,
-    /// (epoch, first sequence number written in it), ascending.
-    pub history: Vec<(u64, u64)>,
+    /// Incarnation of the write at `checkpoint_seq`.
+    #[serde(default)]
+    pub checkpoint_incarnation: u64,
+    /// Who wrote which sequence numbers, ascending by term.
+    pub history: Vec<Run>,
+    /// This replica's newest incarnation as a primary; raised (and stored)
+    /// at every open as primary and every promotion, before any write.
+    #[serde(default)]
+    pub incarnation: u64,
     /// True while a region copy into this replica is unfinished.
     pub resyncing: bool,
     /// Primary only: regions each member may lack, by data center.

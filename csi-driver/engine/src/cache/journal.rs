@@ -15,7 +15,8 @@
 //! its sync already under way.
 //!
 //! Record format (little endian): magic `u32`, payload length `u32`, seq, epoch,
-//! offset (`u64` each), crc32c `u32` (over seq, epoch, offset, payload), payload.
+//! offset (`u64` each), crc32c `u32` (see [`crate::types::record_crc_in`]),
+//! incarnation `u64`, payload.
 //! Replay ([`decode_all`]) stops at the first record that is torn or fails its
 //! checksum: such a record was never acknowledged.
 //!
@@ -28,7 +29,7 @@
 //! growing file. What lies past the newest record is zeros or records of an
 //! older generation: replay stops at the zeros (bad magic), at a torn or
 //! corrupt record, and the caller stops at the first record that does not
-//! continue the sequence (seq + 1, epoch not lower), which every record of
+//! continue the sequence (seq + 1, term not lower), which every record of
 //! an older generation fails. A reset zeroes the first header (and syncs)
 //! before anything new is written, so an empty journal replays as empty.
 //!
@@ -45,7 +46,7 @@ use crate::error::{EngineError, Result};
 use crate::types::WriteRecord;
 
 const MAGIC: u32 = 0x524f_414d; // "ROAM"
-const HEADER: usize = 4 + 4 + 8 + 8 + 8 + 4;
+const HEADER: usize = 4 + 4 + 8 + 8 + 8 + 4 + 8;
 /// How far ahead of the newest record the file is extended with zeros.
 pub const GROW_BYTES: u64 = 4 << 20;
 
@@ -57,11 +58,12 @@ pub fn encode(rec: &WriteRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&rec.epoch.to_le_bytes());
     out.extend_from_slice(&rec.offset.to_le_bytes());
     out.extend_from_slice(&rec.crc.to_le_bytes());
+    out.extend_from_slice(&rec.incarnation.to_le_bytes());
     out.extend_from_slice(&rec.data);
 }
 
 /// Decode records from the start of `buf` up to the first invalid one, or
-/// the first that does not continue the sequence (seq + 1, epoch not lower).
+/// the first that does not continue the sequence (seq + 1, term not lower).
 /// Returns the records and the number of bytes they occupy.
 pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
     let mut out: Vec<WriteRecord> = Vec::new();
@@ -79,6 +81,7 @@ pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
         }
         let len = u32_at(4) as usize;
         let (seq, epoch, offset, crc) = (u64_at(8), u64_at(16), u64_at(24), u32_at(32));
+        let incarnation = u64_at(36);
         if buf.len() - pos - HEADER < len {
             break;
         }
@@ -86,6 +89,7 @@ pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
         let rec = WriteRecord {
             seq,
             epoch,
+            incarnation,
             offset,
             data,
             crc,
@@ -96,7 +100,7 @@ pub fn decode_all(buf: &Bytes) -> (Vec<WriteRecord>, usize) {
         // A record that does not continue the one before it belongs to an
         // older generation of the reused file.
         if let Some(prev) = out.last()
-            && (rec.seq != prev.seq + 1 || rec.epoch < prev.epoch)
+            && (rec.seq != prev.seq + 1 || rec.term() < prev.term())
         {
             break;
         }

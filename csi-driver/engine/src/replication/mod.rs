@@ -402,7 +402,10 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
             let (state, lag_bytes, lag_seconds, applied) = match m.mode {
                 Mode::Streaming { acked } => {
                     let (b, s) = st.cache.lag_after(acked);
-                    let state = if !m.connected && b > 0 {
+                    let state = if !m.in_sync {
+                        // Streaming, but its copy is not confirmed yet.
+                        MemberState::Resyncing
+                    } else if !m.connected && b > 0 {
                         MemberState::Unreachable
                     } else if b == 0 {
                         MemberState::InSync

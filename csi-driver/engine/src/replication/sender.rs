@@ -213,7 +213,15 @@ fn decide(st: &mut crate::volume::State, dc: &str, pos: &Position) -> Option<Pla
     let size = st.meta.size_bytes;
     let consistent = !pos.resyncing
         && pos.applied_seq <= last
-        && history_ok(&st.meta.history, pos, last, st.last_epoch);
+        && history_ok(
+            &st.meta.history,
+            pos,
+            last,
+            crate::types::Term {
+                epoch: st.last_epoch,
+                incarnation: st.last_incarnation,
+            },
+        );
     let covered = pos.applied_seq == last
         || st
             .cache
