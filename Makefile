@@ -64,6 +64,7 @@ test-control-plane:
 	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs -- --test-threads=1
 	cargo build -p roam-operator -p roam-csi --bins
 	cargo test -p kubectl-roam --test control_plane -- --test-threads=2
+	bash charts/roam/ci/test-chart.sh
 
 # Tier 5: real kubelets and containerd; Roam installed with its chart as
 # pods, the examples applied until Ready, then the end-to-end suite: pods

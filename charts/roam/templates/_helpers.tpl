@@ -48,3 +48,59 @@
     secretName: {{ include "roam.storageTls.secret" . }}
 {{- end -}}
 {{- end }}
+
+{{- /* The Roam image (operator and roam-csi): csi.images.roamCsi, else image.repository:tag. */}}
+{{- define "roam.image" -}}
+{{- $images := (.Values.csi | default dict).images | default dict -}}
+{{- $images.roamCsi | default (printf "%s:%s" .Values.image.repository .Values.image.tag) -}}
+{{- end }}
+
+{{- define "roam.labels" -}}
+app.kubernetes.io/part-of: roam
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- /* Pod security context of the unprivileged pods (Pod Security "restricted"). */}}
+{{- define "roam.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "roam.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{- define "roam.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* Scheduling of one component: priority class, node selector, tolerations, affinity. */}}
+{{- define "roam.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
