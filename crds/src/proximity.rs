@@ -42,6 +42,23 @@ pub fn choose_primary(
         .map(|(_, m)| m.clone())
 }
 
+/// Every data center a volume held in `member_dcs` can be used from: its
+/// members, and each other DataCenter for which [`choose_primary`] finds a
+/// member (one with a known distance to it). A pod there is served remotely
+/// by that member; this is the volume's CSI accessible topology. Sorted by
+/// name, members included even when their DataCenter object is gone.
+pub fn reachable_from(member_dcs: &[String], data_centers: &[DataCenter]) -> Vec<String> {
+    let mut reachable: Vec<String> = data_centers
+        .iter()
+        .filter_map(|dc| dc.metadata.name.clone())
+        .filter(|name| choose_primary(name, member_dcs, data_centers).is_some())
+        .chain(member_dcs.iter().cloned())
+        .collect();
+    reachable.sort();
+    reachable.dedup();
+    reachable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +140,25 @@ mod tests {
         let dcs = vec![dc("a", &[]), dc("b", &[])];
         assert_eq!(choose_primary("x", &members(&["a", "b"]), &dcs), None);
         assert_eq!(choose_primary("x", &[], &dcs), None);
+    }
+
+    #[test]
+    fn a_data_center_with_a_distance_to_a_member_can_use_the_volume() {
+        // c declares b; d declares nothing and nobody declares d.
+        let dcs = vec![
+            dc("a", &[]),
+            dc("b", &[]),
+            dc("c", &[("b", 5)]),
+            dc("d", &[]),
+        ];
+        assert_eq!(
+            reachable_from(&members(&["a", "b"]), &dcs),
+            members(&["a", "b", "c"])
+        );
+        // A member whose DataCenter object is gone still counts.
+        assert_eq!(
+            reachable_from(&members(&["a", "z"]), &dcs),
+            members(&["a", "z"])
+        );
     }
 }

@@ -247,9 +247,35 @@ async fn data_follows_the_pod(
     from: &str,
     to: &str,
 ) -> TestResult {
-    let (cluster, ns, class) = claim_on_own_class(class_params, mode, "64Mi").await?;
+    let moved = Move {
+        from,
+        served_from: from,
+        to,
+    };
+    data_follows(class_params, mode, "64Mi", scripts(mode), moved).await
+}
 
-    let (writer, reader) = scripts(mode);
+/// Where a pod writes, which data center's replica serves it there (the
+/// same one, or the nearest holding a replica), and where a pod then reads.
+struct Move<'a> {
+    from: &'a str,
+    served_from: &'a str,
+    to: &'a str,
+}
+
+async fn data_follows(
+    class_params: serde_json::Value,
+    mode: Mode,
+    size: &str,
+    (writer, reader): (String, String),
+    Move {
+        from,
+        served_from,
+        to,
+    }: Move<'_>,
+) -> TestResult {
+    let (cluster, ns, class) = claim_on_own_class(class_params, mode, size).await?;
+
     cluster
         .kubectl_with_input(
             &["apply", "-n", ns.name(), "-f", "-"],
@@ -259,7 +285,10 @@ async fn data_follows_the_pod(
     let written = run_to_completion(&cluster, ns.name(), "writer").await?;
     let (vv_ns, vv_name) = virtual_volume_of(&cluster, ns.name(), "data").await?;
     let (primary, epoch) = primary_and_epoch(&cluster, &vv_ns, &vv_name).await?;
-    assert_eq!(primary, from, "the primary is where the writing pod ran");
+    assert_eq!(
+        primary, served_from,
+        "the primary serving the writing pod in {from}"
+    );
     cluster
         .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
         .await?;
@@ -314,6 +343,27 @@ async fn a_sync_volume_follows_its_pod_from_dc_a_to_dc_b_with_every_byte() -> Te
         Mode::Filesystem,
         "dc-a",
         "dc-b",
+    )
+    .await
+}
+
+/// Claim 5 with real pods: a pod in dc-c, which holds no replica, runs there
+/// and is served by the nearest replica (dc-b, by the example DataCenters'
+/// proximity); a pod in dc-a then reads the same 32 MiB.
+#[tokio::test]
+async fn a_pod_in_a_data_center_without_a_replica_is_served_by_the_nearest_one() -> TestResult {
+    let writer = "set -e; head -c 33554432 /dev/urandom > /data/blob; sync; md5sum /data/blob";
+    let reader = "set -e; md5sum /data/blob";
+    data_follows(
+        json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync", "failurePolicy": "Block" }),
+        Mode::Filesystem,
+        "128Mi",
+        (writer.to_owned(), reader.to_owned()),
+        Move {
+            from: "dc-c",
+            served_from: "dc-b",
+            to: "dc-a",
+        },
     )
     .await
 }

@@ -74,7 +74,12 @@ impl Holder {
         BufReader::new(child.stdout.take().expect("holder stdout"))
             .read_line(&mut line)
             .expect("read holder");
-        assert_eq!(line.trim(), "held", "the holder opened {}", device.display());
+        assert_eq!(
+            line.trim(),
+            "held",
+            "the holder opened {}",
+            device.display()
+        );
         Self { child }
     }
 
@@ -125,7 +130,9 @@ fn assert_nothing_left(dir: &Path, device: &Path, file: &Path) {
     assert!(left.is_empty(), "still mounted: {left:?}");
     let backing = loop_attr(device, "backing_file");
     assert!(
-        backing.as_deref().is_none_or(|b| !b.starts_with(&*file.to_string_lossy())),
+        backing
+            .as_deref()
+            .is_none_or(|b| !b.starts_with(&*file.to_string_lossy())),
         "{} still holds {}",
         device.display(),
         file.display()
@@ -204,12 +211,17 @@ async fn a_release_that_never_comes_names_device_and_file_and_a_retry_finishes()
     .await
     .expect("teardown task");
     match &first {
-        Err(e @ FrontendError::LoopNotReleased { device: d, file: f, .. }) => {
+        Err(
+            e @ FrontendError::LoopNotReleased {
+                device: d, file: f, ..
+            },
+        ) => {
             assert_eq!(d, &device);
             assert_eq!(f, &file);
             let text = e.to_string();
             assert!(
-                text.contains(&*device.to_string_lossy()) && text.contains(&*file.to_string_lossy()),
+                text.contains(&*device.to_string_lossy())
+                    && text.contains(&*file.to_string_lossy()),
                 "the error names the device and the file it holds: {text}"
             );
         }

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostPa
 use kube::{Api, Client};
 use roam_crds::{
     ATTACHED_NODE_ANNOTATION, CSI_NAME_ANNOTATION, CopyVolumeGroup, DataCenter, VirtualVolume,
-    VolumePhase, ZONE_LABEL, datacenter, quantity,
+    VolumePhase, ZONE_LABEL, datacenter, proximity, quantity,
 };
 use roam_proto::csi::controller_server::Controller;
 use roam_proto::csi::controller_service_capability::{self, rpc};
@@ -76,6 +76,48 @@ fn dc_named<'a>(dcs: &'a [DataCenter], name: &str) -> Option<&'a DataCenter> {
         .find(|d| d.metadata.name.as_deref() == Some(name))
 }
 
+/// The CSI topology of a volume held in `member_dcs`: one zone segment for
+/// each data center it can be used from ([`proximity::reachable_from`]).
+fn reachable_topology(member_dcs: &[String], dcs: &[DataCenter]) -> Vec<Topology> {
+    proximity::reachable_from(member_dcs, dcs)
+        .iter()
+        .map(|dc| Topology {
+            segments: HashMap::from([(
+                ZONE_LABEL.to_owned(),
+                dc_named(dcs, dc).map_or_else(|| dc.clone(), zone_of),
+            )]),
+        })
+        .collect()
+}
+
+/// CreateVolume: "the volume MUST be accessible from at least one of the
+/// requisite topologies" (RESOURCE_EXHAUSTED otherwise). No requisite list
+/// asks for nothing.
+fn check_requisite(
+    volume_id: &str,
+    requirements: Option<&TopologyRequirement>,
+    accessible: &[Topology],
+) -> Result<(), Status> {
+    let Some(requisite) = requirements.map(|r| &r.requisite).filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    let zone = |t: &Topology| t.segments.get(ZONE_LABEL).cloned();
+    if requisite.iter().any(|r| {
+        accessible
+            .iter()
+            .any(|a| zone(a).is_some() && zone(a) == zone(r))
+    }) {
+        return Ok(());
+    }
+    let names = |ts: &[Topology]| ts.iter().filter_map(zone).collect::<Vec<_>>().join(",");
+    Err(Status::resource_exhausted(format!(
+        "volume {volume_id} can be used from zones [{}], none of the requisite zones [{}] \
+         (accessibility_requirements); add a replica there or a proximity entry to one",
+        names(accessible),
+        names(requisite),
+    )))
+}
+
 fn volume_size(vv: &VirtualVolume) -> Result<u64, ControllerError> {
     quantity::parse_bytes(&vv.spec.size).map_err(|e| ControllerError::Size {
         name: vv.metadata.name.clone().unwrap_or_default(),
@@ -108,18 +150,10 @@ fn csi_volume(
         };
         volume_context.insert(CTX_FS_TYPE.to_owned(), fs.to_owned());
     }
+    // Claim 5: usable from every data center with a route to a replica,
+    // not only from those that hold one.
     let accessible_topology = group
-        .map(|g| {
-            g.member_dcs()
-                .iter()
-                .map(|dc| Topology {
-                    segments: HashMap::from([(
-                        ZONE_LABEL.to_owned(),
-                        dc_named(dcs, dc).map_or_else(|| dc.clone(), zone_of),
-                    )]),
-                })
-                .collect()
-        })
+        .map(|g| reachable_topology(&g.member_dcs(), dcs))
         .unwrap_or_default();
     Ok(Volume {
         capacity_bytes: volume_size(vv)? as i64,
@@ -258,8 +292,16 @@ impl ControllerService {
                 }
             }
             None => {
-                let replicas = self.data_centers().await?.len() as u32;
-                let spec = params::volume_spec(&req.parameters, size, replicas)?;
+                let dcs = self.data_centers().await?;
+                let spec = params::volume_spec(&req.parameters, size, dcs.len() as u32)?;
+                // Refuse before creating anything when the placement is named.
+                if let Some(named) = &spec.data_centers {
+                    check_requisite(
+                        &volume_id,
+                        req.accessibility_requirements.as_ref(),
+                        &reachable_topology(named, &dcs),
+                    )?;
+                }
                 let vv = VirtualVolume {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
@@ -292,7 +334,13 @@ impl ControllerService {
                 }
             }
         }
-        self.wait_ready(&namespace, &name).await
+        let volume = self.wait_ready(&namespace, &name).await?;
+        check_requisite(
+            &volume_id,
+            req.accessibility_requirements.as_ref(),
+            &volume.accessible_topology,
+        )?;
+        Ok(volume)
     }
 
     /// Waits until the operator reports the volume Ready (or Degraded:
