@@ -62,12 +62,15 @@ fn become_primary(st: &mut State, group: GroupSpec) {
     st.fenced = false;
     st.superseded = false;
     for spec in group.members.iter().filter(|m| m.data_center != me) {
-        st.members.insert(
-            spec.data_center.clone(),
-            // In the in-sync set until recorded out of sync: writes wait for
-            // it (or its resync) rather than go on without it unrecorded.
-            MemberTrack::tracking(spec.clone(), DirtyMap::new(last), true),
-        );
+        // In the in-sync set until recorded out of sync: writes wait for it
+        // (or its resync) rather than go on without it unrecorded.
+        let mut m = MemberTrack::tracking(spec.clone(), DirtyMap::new(last), true);
+        if last == 0 {
+            // Nothing written yet: every write from the first on stays in
+            // the cache for it, so no copy races the first writes.
+            m.set_streaming(0);
+        }
+        st.members.insert(spec.data_center.clone(), m);
     }
     st.meta.group = Some(group);
 }
