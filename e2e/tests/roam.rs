@@ -623,3 +623,185 @@ async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_fi
         .await?;
     Ok(())
 }
+
+/// A pod walks every data center on a `roam-sync` claim: dc-a, dc-b, dc-c and
+/// back to dc-a, adding a file at each stop. At the end every file is there
+/// with its own contents, and the epoch rose by exactly one per move.
+#[tokio::test]
+async fn a_pod_walks_every_data_center_and_keeps_every_file() -> TestResult {
+    let (cluster, ns, class) = claim_on_own_class(
+        json!({ "dataCenters": "dc-a,dc-b,dc-c", "transferType": "Sync", "failurePolicy": "Degrade" }),
+        Mode::Filesystem,
+        "64Mi",
+    )
+    .await?;
+    let walk = ["dc-a", "dc-b", "dc-c", "dc-a"];
+    let mut last_epoch = None;
+    let mut vv = None;
+    for (stop, zone) in walk.iter().enumerate() {
+        let name = format!("stop-{stop}");
+        // Each stop checks the files of the stops before it, then adds its own.
+        let checks: String = (0..stop)
+            .map(|i| format!("grep -qx 'written at stop {i}' /data/stop-{i}; "))
+            .collect();
+        let script = format!(
+            "set -e; {checks}echo 'written at stop {stop}' > /data/stop-{stop}; sync; \
+             ls /data | grep -c '^stop-'"
+        );
+        cluster
+            .kubectl_with_input(
+                &["apply", "-n", ns.name(), "-f", "-"],
+                &pod(&name, zone, "data", Mode::Filesystem, &script),
+            )
+            .await?;
+        let files = run_to_completion(&cluster, ns.name(), &name).await?;
+        assert_eq!(
+            files.trim(),
+            (stop + 1).to_string(),
+            "the pod at stop {stop} ({zone}) finds every earlier file and adds its own"
+        );
+        let (vv_ns, vv_name) = match &vv {
+            Some(v) => v,
+            None => vv.insert(virtual_volume_of(&cluster, ns.name(), "data").await?),
+        };
+        let (primary, epoch) = primary_and_epoch(&cluster, vv_ns, vv_name).await?;
+        assert_eq!(&primary, zone, "the primary follows the pod to {zone}");
+        if let Some(before) = last_epoch {
+            assert_eq!(epoch, before + 1, "one epoch per move, into {zone}");
+        }
+        last_epoch = Some(epoch);
+        cluster
+            .kubectl(&["delete", "pod", "-n", ns.name(), &name, "--wait=true"])
+            .await?;
+    }
+    cluster
+        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
+        .await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
+        .await?;
+    Ok(())
+}
+
+/// Static provisioning: a VirtualVolume applied with kubectl, a PV and a PVC
+/// bound to it by hand, and a pod that writes and reads through them.
+#[tokio::test]
+async fn a_virtual_volume_applied_by_hand_serves_a_pod_through_a_static_pv() -> TestResult {
+    let cluster = TestCluster::get().await?;
+    let ns = TestNamespace::create(&cluster, "e2e").await?;
+    let pv_name = format!("static-{}", ns.name());
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &json!({
+                "apiVersion": "roam.dev/v1alpha1",
+                "kind": "VirtualVolume",
+                "metadata": { "name": "static" },
+                "spec": {
+                    "size": "64Mi",
+                    "dataCenters": ["dc-a", "dc-b"],
+                    "transferType": "Sync",
+                    "failurePolicy": "Block",
+                    "fsType": "ext4"
+                }
+            })
+            .to_string(),
+        )
+        .await?;
+    let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, ns.name());
+    wait_until("VirtualVolume static to be Ready", POD_TIMEOUT, || async {
+        let phase = vvs
+            .get("static")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .map(|s| s.phase);
+        match phase {
+            Some(roam_crds::VolumePhase::Ready) => Ok(()),
+            other => Err(format!("phase {other:?}")),
+        }
+    })
+    .await?;
+    cluster
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            &json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": { "name": pv_name },
+                "spec": {
+                    "capacity": { "storage": "64Mi" },
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "volumeMode": "Filesystem",
+                    "claimRef": { "namespace": ns.name(), "name": "data" },
+                    "csi": {
+                        "driver": roam_crds::DRIVER_NAME,
+                        "volumeHandle": format!("{}/static", ns.name()),
+                        "fsType": "ext4"
+                    }
+                }
+            })
+            .to_string(),
+        )
+        .await?;
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": { "name": "data" },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": pv_name,
+                    "resources": { "requests": { "storage": "64Mi" } }
+                }
+            })
+            .to_string(),
+        )
+        .await?;
+    let script = "set -e; echo 'statically provisioned' > /data/note; sync; cat /data/note";
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("static-user", "dc-b", "data", Mode::Filesystem, script),
+        )
+        .await?;
+    let out = run_to_completion(&cluster, ns.name(), "static-user").await?;
+    assert_eq!(out.trim(), "statically provisioned");
+    let (primary, _) = primary_and_epoch(&cluster, ns.name(), "static").await?;
+    assert_eq!(primary, "dc-b", "the primary followed the pod");
+
+    cluster
+        .kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            ns.name(),
+            "static-user",
+            "--wait=true",
+        ])
+        .await?;
+    cluster
+        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
+        .await?;
+    cluster
+        .kubectl(&["delete", "pv", &pv_name, "--wait=true"])
+        .await?;
+    cluster
+        .kubectl(&[
+            "delete",
+            "virtualvolume",
+            "-n",
+            ns.name(),
+            "static",
+            "--wait=true",
+        ])
+        .await?;
+    ns.delete().await?;
+    Ok(())
+}

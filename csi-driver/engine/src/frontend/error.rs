@@ -27,7 +27,8 @@ pub enum FrontendError {
     DetachLoop { device: PathBuf, cause: String },
     #[error(
         "loop device {device} still holds {file} {waited:?} after it was detached: another \
-         process still has the device open; the export stays staged, retry the unstage"
+         process has the device open, or another mount namespace still mounts the filesystem \
+         on it; the export stays staged, retry the unstage"
     )]
     LoopNotReleased {
         device: PathBuf,
