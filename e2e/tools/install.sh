@@ -3,8 +3,8 @@
 #
 # Usage: e2e/tools/install.sh [--no-apt] [TOOL...]
 #   TOOL is one of: apt kubernetes etcd csi-sanity external-provisioner
-#   external-attacher external-resizer helm toxiproxy (default: all of them, in
-#   that order).
+#   external-attacher external-resizer helm toxiproxy cargo-fuzz (default: all
+#   of them, in that order).
 #
 # Every version comes from e2e/tools/versions.env. Each Go tool is built from the
 # Go module proxy into $ROAM_CACHE/<tool>-<version>/bin (ROAM_CACHE defaults to
@@ -22,6 +22,10 @@
 # the same release (k8s.io/api v0.34.N for Kubernetes v1.34.N, etcd's siblings
 # at the same version).
 #
+# cargo-fuzz is built with `cargo install` from crates.io into
+# $ROAM_CACHE/cargo-fuzz-<version>/bin the same way (stamp, link), and needs a
+# nightly toolchain, which it only checks for.
+#
 # Debian packages from DEBIAN_PACKAGES are installed with apt-get only when some
 # are missing (`apt-get update` once first). --no-apt skips them.
 # shellcheck source-path=SCRIPTDIR
@@ -35,7 +39,7 @@ bin_dir=$repo/.tools/bin
 # Bump when the way a tool is built changes, so cached builds are redone.
 recipe=1
 
-all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer helm toxiproxy)
+all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer helm toxiproxy cargo-fuzz)
 
 say() { printf '%-30s %s\n' "$1" "$2"; }
 die() {
@@ -208,6 +212,32 @@ install_go_tool() {
 	for b in "$@"; do ln -sfn "$dir/bin/$b" "$bin_dir/$b"; done
 }
 
+install_cargo_fuzz() {
+	local v=$CARGO_FUZZ_VERSION dir stamp want start=$SECONDS
+	dir=$cache/cargo-fuzz-$v
+	stamp=$dir/stamp
+	want="cargo-fuzz $v recipe=$recipe"
+	if [[ -x $dir/bin/cargo-fuzz && -f $stamp && $(<"$stamp") == "$want" ]]; then
+		say "cargo-fuzz $v" "cached"
+	else
+		say "cargo-fuzz $v" "building (log: $dir/build.log)"
+		mkdir -p "$dir"
+		rm -f "$stamp"
+		cargo install --locked cargo-fuzz --version "$v" --root "$dir" --target-dir "$dir/build" \
+			>"$dir/build.log" 2>&1 || {
+			tail -n 30 "$dir/build.log" >&2
+			die "cargo-fuzz $v: build failed (full log: $dir/build.log)"
+		}
+		rm -rf "$dir/build"
+		echo "$want" >"$stamp"
+		say "cargo-fuzz $v" "built in $((SECONDS - start))s"
+	fi
+	mkdir -p "$bin_dir"
+	ln -sfn "$dir/bin/cargo-fuzz" "$bin_dir/cargo-fuzz"
+	rustup run nightly rustc --version >/dev/null 2>&1 ||
+		die "cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly --profile minimal"
+}
+
 install_apt() {
 	local missing=() p start=$SECONDS
 	# shellcheck disable=SC2086 # the list is whitespace-separated on purpose
@@ -236,6 +266,7 @@ install_one() {
 	external-resizer) install_go_tool external-resizer "$EXTERNAL_RESIZER_VERSION" build_external_resizer csi-resizer ;;
 	helm) install_go_tool helm "$HELM_VERSION" build_helm helm ;;
 	toxiproxy) install_go_tool toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy toxiproxy-server toxiproxy-cli ;;
+	cargo-fuzz) install_cargo_fuzz ;;
 	*) die "unknown tool '$1' (known: ${all_tools[*]})" ;;
 	esac
 }

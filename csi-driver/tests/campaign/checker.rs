@@ -201,7 +201,8 @@ impl Judge<'_> {
                     &format!("new primary after {what}"),
                     &mut violations,
                 ),
-                None => violations.push(format!("{what}: the new primary could not be read")),
+                // Killed by a fault before it could be read: judged at the end.
+                None => {}
             }
         }
         for (i, d) in durable.iter().enumerate() {

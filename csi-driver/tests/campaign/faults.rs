@@ -146,7 +146,7 @@ pub async fn inject(
         }
         FaultKind::KillSecondary => {
             let s = secondary(op, rng, n).await;
-            let hold = rng.range(200, 2000);
+            let hold = rng.range(200, 1200);
             world.kill9(s);
             tokio::time::sleep(ms(hold)).await;
             world.restart(s).await;
@@ -179,7 +179,7 @@ pub async fn inject(
         }
         FaultKind::KillDuringResync => {
             let s = secondary(op, rng, n).await;
-            let behind = rng.range(500, 1500);
+            let behind = rng.range(300, 1200);
             world.kill9(s);
             tokio::time::sleep(ms(behind)).await;
             world.restart(s).await;
@@ -206,7 +206,7 @@ pub async fn inject(
             } else {
                 secondary(op, rng, n).await
             };
-            let hold = rng.range(300, 2500);
+            let hold = rng.range(300, 1800);
             world.stop(i);
             tokio::time::sleep(ms(hold)).await;
             world.cont(i);
@@ -218,7 +218,7 @@ pub async fn inject(
             world.isolate(p, peers, true);
             let moved = until_moved(op, p, Duration::from_secs(10)).await;
             // The old primary's host goes on writing to it meanwhile.
-            tokio::time::sleep(ms(rng.range(300, 1200))).await;
+            tokio::time::sleep(ms(rng.range(200, 800))).await;
             world.heal(p);
             format!(
                 "{} cut off from {} (failover: {moved})",
@@ -232,7 +232,7 @@ pub async fn inject(
         }
         FaultKind::PartitionSecondary => {
             let s = secondary(op, rng, n).await;
-            let hold = rng.range(300, 2500);
+            let hold = rng.range(300, 1500);
             world.isolate(s, true, true);
             tokio::time::sleep(ms(hold)).await;
             world.heal(s);

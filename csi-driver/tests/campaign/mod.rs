@@ -44,10 +44,10 @@ use world::World;
 pub const SHORT_RUN_EXCLUDED: &[FaultKind] = &[];
 
 const VOLUME: &str = "campaign";
-const VOLUME_BYTES: u64 = 16 << 20;
+const VOLUME_BYTES: u64 = 8 << 20;
 /// Each data directory: the volume, a journal that grows until its 64 MiB
 /// checkpoint, and room to spare.
-const DISK_BYTES: u64 = 112 << 20;
+const DISK_BYTES: u64 = 96 << 20;
 const NODES: u8 = 3;
 
 struct Outcome {
@@ -210,7 +210,7 @@ async fn trial(seed: u64, kinds: Vec<FaultKind>) -> Outcome {
         }
     );
     let mut chosen = vec![*rng.pick(&kinds)];
-    if rng.chance(40) {
+    if rng.chance(30) {
         chosen.push(*rng.pick(&kinds));
     }
     let mut outcome = Outcome {

@@ -27,9 +27,9 @@ use super::workload::Reign;
 use super::world::{Topology, channel};
 
 /// How long the primary may not answer before the operator fails over.
-pub const GRACE: Duration = Duration::from_millis(1000);
+pub const GRACE: Duration = Duration::from_millis(800);
 /// Timeout of a status or configuration call.
-const CALL: Duration = Duration::from_millis(1000);
+const CALL: Duration = Duration::from_millis(500);
 /// Timeout of a change of primary (the storage system's own bound is 30 s).
 const CHANGE: Duration = Duration::from_secs(15);
 

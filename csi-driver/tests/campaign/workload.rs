@@ -24,9 +24,9 @@ use crate::support::blocks;
 
 pub const BLOCK: u64 = blocks::BLOCK as u64;
 /// Blocks the writers cover (`0..MAIN_BLOCKS`).
-pub const MAIN_BLOCKS: u64 = 1536;
+pub const MAIN_BLOCKS: u64 = 1024;
 /// Blocks the stragglers cover: 8 sets of 32 from here.
-pub const STRAGGLER_BASE: u64 = 2048;
+pub const STRAGGLER_BASE: u64 = 1024;
 pub const STRAGGLER_SET: u64 = 32;
 pub const STRAGGLER_BLOCKS: u64 = 8 * STRAGGLER_SET;
 const WRITERS: u64 = 3;
