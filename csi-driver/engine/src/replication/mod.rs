@@ -188,7 +188,9 @@ pub(crate) async fn wait_acks(
     for (dc, mut rx) in waits {
         let outcome = tokio::time::timeout(
             inner.config.ack_timeout,
-            rx.wait_for(|p| p.acked >= seq || p.refused.is_some() || !p.in_sync),
+            rx.wait_for(|p| {
+                p.acked >= seq || p.refused.as_ref().is_some_and(ends_wait) || !p.in_sync
+            }),
         )
         .await
         .map(|r| r.map(|p| p.clone()));
@@ -201,7 +203,7 @@ pub(crate) async fn wait_acks(
             }
             Ok(Ok(Progress {
                 refused: Some(r), ..
-            })) => EngineError::SecondaryRefused {
+            })) if ends_wait(&r) => EngineError::SecondaryRefused {
                 volume: inner.id.clone(),
                 member: dc.clone(),
                 seq,
@@ -235,6 +237,13 @@ pub(crate) async fn wait_acks(
         tracing::warn!(volume = %inner.id, member = %dc, error = %failure, "secondary recorded out of sync");
     }
     Ok(())
+}
+
+/// A refusal that fails a waiting write at once. A member whose replica is
+/// not there yet (`NotFound`: being created) or that is restarting
+/// (`Unavailable`) may still hold the write in time: keep waiting.
+fn ends_wait(r: &Refusal) -> bool {
+    !matches!(r.code, RefusalCode::NotFound | RefusalCode::Unavailable)
 }
 
 /// Take `dc` out of the in-sync set: it stops streaming, and writes stop
