@@ -6,6 +6,8 @@
 #   make e2e      end-to-end suite against $KUBECONFIG (local or kind)
 #   make sanity   csi-sanity against roam-csi
 #   make bench    benchmarks -> bench/results/ and docs/benchmarks.md
+#   make faults   seeded fault campaign (FAULT_TRIALS=N, FAULT_SEED=S replays one)
+#   make fuzz     fuzz targets from their corpus (FUZZ_SECONDS per target)
 #   make install-plugin  `kubectl roam` into ~/.local/bin (or PLUGIN_DIR=...)
 
 SHELL := /bin/bash
@@ -21,7 +23,7 @@ export PATH := $(ROAM_TOOLS)/bin:$(PATH)
 # Two cores: keep cargo and go from oversubscribing them.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help tools build images up down test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds install-plugin
+.PHONY: help tools build images up down test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds faults fuzz test-fuzz install-plugin
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -53,6 +55,9 @@ test-unit:
 # a delay proxy and partitions; FUSE, loop devices and ext4 (root).
 test-dataplane:
 	cargo test -p roam-csi --test storage_local --test dataplane --test dataplane_frontend --test csi_node_unstage_retry -- --test-threads=1
+	# The short fault campaign: 50 trials of the kinds the engine passes
+	# today (campaign/mod.rs SHORT_RUN_EXCLUDED lists the others).
+	FAULT_TRIALS=50 FAULT_PROFILE=short cargo test -p roam-csi --test fault_campaign -- --nocapture --test-threads=1
 
 # Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
 # scheduler), the operator and storage systems as processes.
@@ -73,10 +78,11 @@ test-cluster: build
 	bash e2e/cluster/up.sh
 	cargo test -p roam-e2e --test nodes
 	bash e2e/cluster/install-roam.sh
+	bash charts/roam/ci/test-monitoring.sh
 	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig $(MAKE) e2e
 	bash e2e/cluster/down.sh
 
-test: tools test-unit test-dataplane test-control-plane sanity test-cluster
+test: tools test-unit test-fuzz test-dataplane test-control-plane sanity test-cluster
 	@echo "make test: all tiers passed"
 
 # The end-to-end suite against whatever cluster KUBECONFIG points at (the
@@ -90,6 +96,17 @@ sanity: build
 
 bench:
 	bash bench/run.sh
+
+# The seeded fault campaign, every fault kind (docs/faults.md).
+# FAULT_TRIALS=N (default 50) from FAULT_FIRST_SEED (default 1);
+# FAULT_SEED=S replays one trial; FAULT_KINDS=a,b only these kinds.
+faults:
+	cargo test -p roam-csi --test fault_campaign -- --nocapture --test-threads=1
+
+# Fuzz targets (csi-driver/fuzz): corpus and regressions as tests, then each
+# target under libFuzzer for FUZZ_SECONDS (default 20: about 60 s in all).
+fuzz test-fuzz:
+	bash csi-driver/fuzz/run.sh
 
 # kubectl finds plugins on PATH by name: kubectl-roam becomes `kubectl roam`.
 PLUGIN_DIR ?= $(HOME)/.local/bin

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Monitoring on the local cluster (tier 5 of make test, Roam installed): a
+# real Prometheus (Debian's package) scrapes every Roam pod with the chart's
+# rules loaded, then
+#   - every panel of the chart's Grafana dashboard gets data from it;
+#   - RoamMemberOutOfSync fires when a secondary of the example guestbook's
+#     volume is partitioned from its primary (e2e/cluster/faults.sh), and
+#     clears after the heal.
+# The alert's `for` is shortened to 10s (a value of the chart); scrapes and
+# rule evaluations run every 2s. Every wait is bounded and polls a condition.
+#
+#   charts/roam/ci/test-monitoring.sh      (KUBECONFIG: the local cluster's)
+set -euo pipefail
+
+chart="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+repo="$(cd "$chart/../.." && pwd)"
+export PATH="$repo/.tools/bin:$PATH"
+export KUBECONFIG="${KUBECONFIG:-${ROAM_CLUSTER_DIR:-$repo/.cluster}/kubeconfig}"
+ns="${ROAM_NAMESPACE:-roam-system}"
+work="$(mktemp -d)"
+prom_pid=""
+partition=()
+say() { echo "test-monitoring: $*"; }
+fail() { say "FAIL: $*"; exit 1; }
+cleanup() {
+    if ((${#partition[@]})); then bash "$repo/e2e/cluster/faults.sh" heal "${partition[@]}" >/dev/null 2>&1 || true; fi
+    if [[ -n "$prom_pid" ]]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+command -v prometheus >/dev/null || fail "prometheus is not installed (make tools installs Debian's package)"
+
+# The rules as the chart renders them.
+helm template roam "$chart" -n "$ns" --show-only templates/monitoring.yaml \
+    --set monitoring.prometheusRule.enabled=true \
+    --set monitoring.prometheusRule.outOfSyncFor=10s >"$work/rule.yaml"
+python3 - "$work/rule.yaml" "$work/rules.yaml" <<'PY'
+import sys, yaml
+doc = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule")
+yaml.safe_dump(doc["spec"], open(sys.argv[2], "w"))
+PY
+
+# Targets: the node plugins (host network, node addresses), the operator and
+# controller pods (pod addresses, routed from the host).
+{
+    echo "global: {scrape_interval: 2s, evaluation_interval: 2s}"
+    echo "rule_files: [$work/rules.yaml]"
+    echo "scrape_configs:"
+    echo "  - job_name: roam"
+    echo "    static_configs:"
+    while read -r node ip; do
+        echo "      - targets: ['$ip:9809', '$ip:9810']"
+        echo "        labels: {kubernetes_node: $node, component: csi-node}"
+    done < <(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')
+    while read -r node ip comp; do
+        port=8080; [[ "$comp" == csi-controller ]] && port=9808
+        echo "      - targets: ['$ip:$port']"
+        echo "        labels: {kubernetes_node: $node, component: $comp}"
+    done < <(kubectl -n "$ns" get pods -l 'app.kubernetes.io/component in (operator,csi-controller)' \
+        -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.podIP} {.metadata.labels.app\.kubernetes\.io/component}{"\n"}{end}')
+} >"$work/prometheus.yml"
+promtool check config "$work/prometheus.yml" >/dev/null
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+    --web.listen-address="127.0.0.1:$port" >"$work/prometheus.log" 2>&1 &
+prom_pid=$!
+api="http://127.0.0.1:$port/api/v1"
+
+# poll SECONDS DESCRIPTION COMMAND...: run COMMAND every second until it succeeds.
+poll() {
+    local limit=$1 what=$2 start=$SECONDS
+    shift 2
+    until "$@"; do
+        ((SECONDS - start < limit)) || { tail -n 20 "$work/prometheus.log" >&2; fail "$what: not after ${limit}s"; }
+        sleep 1
+    done
+    say "$what ($((SECONDS - start))s)"
+}
+query() { curl -sf --get "$api/query" --data-urlencode "query=$1"; }
+targets_up() {
+    curl -sf "$api/targets" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["data"]["activeTargets"]
+sys.exit(0 if t and all(x["health"] == "up" for x in t) else 1)' 2>/dev/null
+}
+poll 60 "every Roam target is scraped" targets_up
+# rate() over the dashboard's windows needs a few samples.
+poll 30 "write rates are known" bash -c "curl -sf --get '$api/query' --data-urlencode 'query=rate(roam_storage_writes_total[5m])' | grep -q '\"value\"'"
+
+# Every panel of the dashboard shows data ($volume and $data_center: all).
+python3 - "$chart/dashboards/roam.json" "$api" <<'PY'
+import json, sys, urllib.parse, urllib.request
+dash, api = json.load(open(sys.argv[1])), sys.argv[2]
+empty = []
+for panel in dash["panels"]:
+    got = 0
+    for t in panel["targets"]:
+        q = t["expr"].replace("$volume", ".*").replace("$data_center", ".*")
+        url = api + "/query?" + urllib.parse.urlencode({"query": q})
+        res = json.load(urllib.request.urlopen(url))
+        if res["status"] != "success":
+            sys.exit(f"query failed: {q}: {res}")
+        got += len(res["data"]["result"])
+    if not got:
+        empty.append(panel["title"])
+if empty:
+    sys.exit("panels without data: " + ", ".join(empty))
+print(f"test-monitoring: all {len(dash['panels'])} dashboard panels have data")
+PY
+
+# The guestbook's volume (it writes every 10 s): partition a secondary.
+kubectl-roam() { "$repo/target/debug/kubectl-roam" "$@"; }
+read -r volume primary secondary < <(kubectl-roam status pvc/guestbook -n default -o json | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+sec = next(m["dataCenter"] for m in v["members"] if m["dataCenter"] != v["primary"])
+print(v["namespace"] + "." + v["name"], v["primary"], sec)')
+alert_state() {
+    curl -sf "$api/alerts" | python3 -c '
+import json, sys
+vol, member, want = sys.argv[1:]
+a = [x for x in json.load(sys.stdin)["data"]["alerts"]
+     if x["labels"].get("alertname") == "RoamMemberOutOfSync"
+     and x["labels"].get("volume") == vol and x["labels"].get("member") == member]
+state = a[0]["state"] if a else "none"
+sys.exit(0 if state == want else 1)' "$volume" "$secondary" "$1" 2>/dev/null
+}
+alert_state none || fail "RoamMemberOutOfSync for $volume/$secondary before any fault"
+partition=("$primary" "$secondary")
+bash "$repo/e2e/cluster/faults.sh" partition "$primary" "$secondary" >/dev/null
+say "partitioned $primary | $secondary (volume $volume)"
+poll 120 "RoamMemberOutOfSync fires for $volume member $secondary" alert_state firing
+bash "$repo/e2e/cluster/faults.sh" heal "$primary" "$secondary" >/dev/null
+partition=()
+say "healed"
+poll 180 "RoamMemberOutOfSync clears" alert_state none
+say "monitoring test passed"
