@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use roam_engine::Role as ReplicaRole;
 use roam_engine::frontend::{
-    BlockExport, BlockTarget, FsType, LocalTarget, RemoteTarget, StagedVolume, TargetError,
+    BlockExport, BlockTarget, FrontendError, FsType, LocalTarget, RemoteTarget, StagedVolume,
+    TargetError,
 };
 use roam_proto::csi::node_server::Node;
 use roam_proto::csi::node_service_capability::{self, rpc};
@@ -422,6 +423,27 @@ impl NodeService {
         ))
     }
 
+    /// The staged stack's health check, off the async threads (it stats
+    /// through the FUSE export): None when it carries I/O.
+    async fn frontend_broken(&self, volume_id: &str) -> Option<FrontendError> {
+        let volumes = Arc::clone(&self.volumes);
+        let volume = volume_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let volumes = volumes.lock().unwrap_or_else(PoisonError::into_inner);
+            volumes
+                .get(&volume)
+                .and_then(|staged| staged.stack.as_ref())
+                .and_then(|stack| stack.check_health().err())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Some(FrontendError::ExportBroken {
+                volume: volume_id.to_owned(),
+                cause: format!("health check task: {e}"),
+            })
+        })
+    }
+
     #[instrument(skip_all, fields(volume = %req.volume_id))]
     async fn stats(
         &self,
@@ -430,6 +452,17 @@ impl NodeService {
         let volume_id = require("volume_id", &req.volume_id)?.to_owned();
         let path = PathBuf::from(require("volume_path", &req.volume_path)?);
         let (block, device, _, _, context) = self.lookup(&volume_id, &path)?;
+        if let Some(broken) = self.frontend_broken(&volume_id).await {
+            // The filesystem (or the device) can't be asked for its usage
+            // any more: say why, and nothing else.
+            return Ok(NodeGetVolumeStatsResponse {
+                usage: Vec::new(),
+                volume_condition: Some(VolumeCondition {
+                    abnormal: true,
+                    message: format!("{broken:#}; restart the pod to stage the volume again"),
+                }),
+            });
+        }
         let usage = if block {
             let device = device.ok_or_else(|| Status::internal("no device"))?;
             let size = mount::device_size(&device)? as i64;

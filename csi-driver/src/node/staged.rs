@@ -35,6 +35,14 @@ impl Stack {
         }
     }
 
+    /// See [`BlockExport::check_health`]. Blocking.
+    pub fn check_health(&self) -> Result<(), FrontendError> {
+        match self {
+            Stack::Mounted(staged) => staged.check_health(),
+            Stack::Block(export) => export.check_health(),
+        }
+    }
+
     /// Tears the stack down in order. Blocking. Resumable: after an error
     /// the stack keeps what is not torn down yet, and a second call (a
     /// retried NodeUnstageVolume) finishes the job.

@@ -90,6 +90,8 @@ pub enum FrontendError {
     SetLoopCapacity { device: PathBuf, cause: String },
     #[error("volume {volume}: resize task failed: {cause}")]
     ResizeTask { volume: String, cause: String },
+    #[error("volume {volume}: the export is broken: {cause}")]
+    ExportBroken { volume: String, cause: String },
     #[error("volume {volume} is not staged (its export is torn down)")]
     NotStaged { volume: String },
     #[error("run {program}: {source}")]

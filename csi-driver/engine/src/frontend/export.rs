@@ -110,6 +110,35 @@ impl BlockExport {
         })?
     }
 
+    /// Whether the stack still carries I/O: the FUSE connection answers (a
+    /// statfs of the volume file goes through it) and the loop device is still
+    /// bound to that file. Blocking. A connection aborted (by hand, through
+    /// `/sys/fs/fuse/connections/N/abort`) or a loop device detached under
+    /// the volume's feet is [`FrontendError::ExportBroken`], with what was
+    /// found.
+    pub fn check_health(&self) -> Result<(), FrontendError> {
+        let broken = |cause: String| FrontendError::ExportBroken {
+            volume: self.volume.clone(),
+            cause,
+        };
+        let (Some(fuse), Some(device)) = (&self.fuse, &self.device) else {
+            return Err(broken("torn down".into()));
+        };
+        let file = fuse.volume_file();
+        // statfs, not stat: the kernel answers a stat from its attribute
+        // cache, while every statfs is a request to the export's server.
+        nix::sys::statfs::statfs(&file)
+            .map_err(|e| broken(format!("the FUSE export at {} fails: {e}", file.display())))?;
+        if !device.holds_its_file() {
+            return Err(broken(format!(
+                "loop device {} no longer holds {}",
+                device.path().display(),
+                file.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Detaches the loop device, waits for the kernel to release the file,
     /// unmounts the FUSE export. Blocking. Resumable; see the module doc.
     pub fn teardown(&mut self) -> Result<(), FrontendError> {

@@ -102,6 +102,13 @@ impl LoopDevice {
         Ok(())
     }
 
+    /// Whether the device is attached and still bound to its backing file.
+    pub fn holds_its_file(&self) -> bool {
+        self.device
+            .as_deref()
+            .is_some_and(|device| self.holds_file(device))
+    }
+
     /// Whether `device` is still bound to this device's backing file. A
     /// device that is unbound, or already bound to another file (reused
     /// after the release), does not hold it.

@@ -103,6 +103,12 @@ impl StagedVolume {
         self.export.device()
     }
 
+    /// See [`BlockExport::check_health`]; the filesystem's own state is the
+    /// kernel's to report (it goes read-only on I/O errors).
+    pub fn check_health(&self) -> Result<(), FrontendError> {
+        self.export.check_health()
+    }
+
     /// See [`BlockExport::set_release_timeout`].
     pub fn set_release_timeout(&mut self, timeout: Duration) {
         self.export.set_release_timeout(timeout);

@@ -1,0 +1,149 @@
+//! NodeGetVolumeStats tells the truth about the host side: a staged volume
+//! whose FUSE export broke (its connection aborted, as a crash of whatever
+//! serves it would leave it) reports an abnormal VolumeCondition that names
+//! the export, instead of usage figures and "healthy". The volume can still
+//! be unstaged, and nothing is left.
+//!
+//! Real parts: a `roam-csi storage` process and a `roam-csi node` plugin on
+//! 127.0.0.1, FUSE, loop devices, ext4, the kernel's fusectl. Needs root.
+
+mod csi_support;
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use csi_support::*;
+use roam_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use roam_proto::csi::*;
+use roam_proto::storage::{
+    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GroupSpec, Member, TransferType,
+};
+
+const VOLUME: &str = "broken-frontend";
+
+/// Aborts the FUSE connection mounted at `mountpoint` through fusectl
+/// (`/sys/fs/fuse/connections/<minor of its st_dev>/abort`).
+fn abort_fuse(mountpoint: &Path) {
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(connections).map_or(true, |mut d| d.next().is_none()) {
+        // fusectl is not always mounted; mounting it twice is harmless.
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(connections)
+            .status();
+    }
+    let dev = std::fs::metadata(mountpoint)
+        .expect("stat FUSE mountpoint")
+        .dev();
+    let abort = connections.join(libc::minor(dev).to_string()).join("abort");
+    std::fs::write(&abort, b"1").unwrap_or_else(|e| panic!("write {}: {e}", abort.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_frontend_is_an_abnormal_volume_condition() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (_storage, storage_endpoint) = spawn_storage(dir, "dc-a", "node-a", free_port());
+    let mut storage = storage_client(&storage_endpoint).await;
+    storage
+        .create_replica(CreateReplicaRequest {
+            volume_id: VOLUME.into(),
+            size_bytes: 64 << 20,
+        })
+        .await
+        .expect("CreateReplica");
+    storage
+        .configure_group(ConfigureGroupRequest {
+            volume_id: VOLUME.into(),
+            group: Some(GroupSpec {
+                members: vec![Member {
+                    data_center: "dc-a".into(),
+                    endpoint: storage_endpoint.clone(),
+                }],
+                primary: "dc-a".into(),
+                epoch: 1,
+                transfer_type: TransferType::Sync as i32,
+                failure_policy: FailurePolicy::Block as i32,
+                max_lag_bytes: 0,
+                max_lag_seconds: 0,
+            }),
+        })
+        .await
+        .expect("ConfigureGroup");
+    let (_node, node_endpoint) = spawn_node(dir, "node-a", "dc-a", &storage_endpoint, free_port());
+    let mut node = node_client(&node_endpoint).await;
+
+    let staging = dir.join("kubelet/staging");
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    node.node_stage_volume(NodeStageVolumeRequest {
+        volume_id: VOLUME.into(),
+        publish_context: HashMap::from([
+            ("storageEndpoint".to_owned(), storage_endpoint.clone()),
+            ("volumeId".to_owned(), VOLUME.to_owned()),
+            ("epoch".to_owned(), "1".to_owned()),
+            ("dataCenter".to_owned(), "dc-a".to_owned()),
+        ]),
+        staging_target_path: staging.to_string_lossy().into(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            })),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("NodeStageVolume");
+    let stats = |node: &mut roam_proto::csi::node_client::NodeClient<_>| {
+        let request = NodeGetVolumeStatsRequest {
+            volume_id: VOLUME.into(),
+            volume_path: staging.to_string_lossy().into(),
+            ..Default::default()
+        };
+        let mut node = node.clone();
+        async move {
+            node.node_get_volume_stats(request)
+                .await
+                .expect("NodeGetVolumeStats")
+                .into_inner()
+        }
+    };
+
+    let healthy = stats(&mut node).await;
+    let condition = healthy.volume_condition.expect("a volume condition");
+    assert!(
+        !condition.abnormal,
+        "healthy at first: {}",
+        condition.message
+    );
+    assert!(!healthy.usage.is_empty(), "usage of a healthy volume");
+
+    let fuse = dir.join("state-node-a/fuse").join(VOLUME);
+    abort_fuse(&fuse);
+    let broken = stats(&mut node).await;
+    let condition = broken.volume_condition.expect("a volume condition");
+    assert!(condition.abnormal, "abnormal once the export broke");
+    assert!(
+        condition.message.contains("FUSE export"),
+        "the condition names the export: {}",
+        condition.message
+    );
+
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: VOLUME.into(),
+        staging_target_path: staging.to_string_lossy().into(),
+    })
+    .await
+    .expect("NodeUnstageVolume of the broken volume");
+    assert!(!is_mounted(&staging), "staging path unmounted");
+    assert!(!is_mounted(&fuse), "FUSE export unmounted");
+    assert!(
+        loops_under(dir).is_empty(),
+        "loop devices left: {:?}",
+        loops_under(dir)
+    );
+}
