@@ -19,7 +19,9 @@ const VOLUME: &str = "restart";
 async fn a_primary_restarted_without_its_secondary_acknowledges_nothing_under_sync_block() {
     let mut cluster = Cluster::start(2, 0, &[]).await;
     let group = cluster.group(&[0, 1], 0, 1, TransferType::Sync, FailurePolicy::Block);
-    cluster.create_volume(VOLUME, 64 << 20, &[0, 1], group).await;
+    cluster
+        .create_volume(VOLUME, 64 << 20, &[0, 1], group)
+        .await;
     let write = |offset: u64, byte: u8| WriteRequest {
         volume_id: VOLUME.into(),
         epoch: 1,
@@ -37,7 +39,10 @@ async fn a_primary_restarted_without_its_secondary_acknowledges_nothing_under_sy
 
     cluster.nodes[1].kill9();
     let refused = c0.write(write(4096, 2)).await;
-    assert!(refused.is_err(), "a write with the secondary down was acknowledged");
+    assert!(
+        refused.is_err(),
+        "a write with the secondary down was acknowledged"
+    );
 
     cluster.nodes[0].restart();
     cluster.wait_ready(0).await;
@@ -57,7 +62,10 @@ async fn a_primary_restarted_without_its_secondary_acknowledges_nothing_under_sy
         .find(|m| m.data_center == "dc-1")
         .expect("dc-1 in the primary's status");
     assert_ne!(dc1.state, MemberState::InSync as i32, "{dc1:?}");
-    assert!(dc1.in_sync, "under Block the member stays in the in-sync set");
+    assert!(
+        dc1.in_sync,
+        "under Block the member stays in the in-sync set"
+    );
 
     // The secondary comes back: the group takes writes and flushes again.
     cluster.nodes[1].restart();

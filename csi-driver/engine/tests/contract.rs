@@ -28,7 +28,10 @@ async fn a_restarted_primary_does_not_go_on_alone_under_sync_block() {
     let mut c = Cluster::new_sim(&["a", "b"], SIZE, fast_config()).await;
     c.configure(&c.group("a", 1, TransferType::Sync, FailurePolicy::Block))
         .await;
-    c.v("a").write(0, pattern(1, 4096), false).await.expect("write");
+    c.v("a")
+        .write(0, pattern(1, 4096), false)
+        .await
+        .expect("write");
     c.v("a").flush().await.expect("flush");
     c.crash("b").await;
     let refused = c.v("a").write(4096, pattern(2, 4096), false).await;
@@ -65,7 +68,9 @@ async fn a_recreated_secondary_gets_a_full_copy() {
     // b's replica is deleted and created again, empty.
     c.crash("b").await;
     c.dir("b").delete().expect("delete b");
-    c.dir("b").create_replica(VOL, "b", SIZE).expect("re-create b");
+    c.dir("b")
+        .create_replica(VOL, "b", SIZE)
+        .expect("re-create b");
     c.open("b").await;
     c.net.set_down("b", false);
     c.wait_in_sync("a").await;
@@ -101,7 +106,10 @@ async fn the_async_lag_bound_holds_after_a_primary_restart() {
     }
     let e = failure.expect("the lag bound must stop writes after a restart too");
     assert!(matches!(e, EngineError::ReplicateTimeout { .. }), "{e}");
-    assert!(accepted <= 6, "accepted {accepted} writes past a 256 KiB bound");
+    assert!(
+        accepted <= 6,
+        "accepted {accepted} writes past a 256 KiB bound"
+    );
 }
 
 /// Finding 2 (Degrade): after a restart the unreachable member is recorded
@@ -147,7 +155,10 @@ async fn a_primary_reopened_after_a_power_cut_does_not_reuse_sequence_numbers() 
     c.configure(&c.group("a", 1, TransferType::Async, FailurePolicy::Degrade))
         .await;
     for i in 0..5u64 {
-        c.v("a").write(i * 4096, pattern(i, 4096), false).await.unwrap();
+        c.v("a")
+            .write(i * 4096, pattern(i, 4096), false)
+            .await
+            .unwrap();
     }
     c.v("a").flush().await.unwrap();
     // Not synced on a (a slow disk), but b holds them.
@@ -155,7 +166,10 @@ async fn a_primary_reopened_after_a_power_cut_does_not_reuse_sequence_numbers() 
     // In regions nothing else writes: only a copy based on the sequence
     // history can repair them on b.
     for i in 5..10u64 {
-        c.v("a").write((2 << 20) + i * 4096, pattern(i, 4096), false).await.unwrap();
+        c.v("a")
+            .write((2 << 20) + i * 4096, pattern(i, 4096), false)
+            .await
+            .unwrap();
     }
     c.wait_in_sync("a").await;
     c.net.set_down("b", true);
@@ -166,7 +180,13 @@ async fn a_primary_reopened_after_a_power_cut_does_not_reuse_sequence_numbers() 
     let mut expected = c.v("a").read(0, SIZE).await.unwrap().to_vec();
     // Different data under the sequence numbers b already holds, and more.
     for i in 0..8u64 {
-        write(&mut expected, c.v("a"), 100_000 + i * 70_000, pattern(100 + i, 3000)).await;
+        write(
+            &mut expected,
+            c.v("a"),
+            100_000 + i * 70_000,
+            pattern(100 + i, 3000),
+        )
+        .await;
     }
     c.net.set_down("b", false);
     c.wait_in_sync("a").await;
@@ -184,12 +204,18 @@ async fn the_durable_watermark_follows_a_copy_down() {
     c.configure(&c.group("a", 1, TransferType::Sync, FailurePolicy::Degrade))
         .await;
     for i in 0..5u64 {
-        c.v("a").write(i * 4096, pattern(i, 4096), false).await.unwrap();
+        c.v("a")
+            .write(i * 4096, pattern(i, 4096), false)
+            .await
+            .unwrap();
     }
     c.v("a").flush().await.unwrap();
     c.sims["a"].stall_syncs("journal", true);
     for i in 5..10u64 {
-        c.v("a").write(i * 4096, pattern(i, 4096), false).await.unwrap();
+        c.v("a")
+            .write(i * 4096, pattern(i, 4096), false)
+            .await
+            .unwrap();
     }
     c.wait_in_sync("a").await;
     // b holds 1..=10; a loses 6..=10 to a power cut, so b is ahead of a's
@@ -335,7 +361,10 @@ async fn a_refused_hand_over_has_a_typed_code_and_unfences_the_primary() {
         "{err}"
     );
     let unfinished = EngineError::ResyncUnfinished { volume: VOL.into() };
-    assert_eq!(unfinished.refusal_code(), roam_engine::RefusalCode::NotReady);
+    assert_eq!(
+        unfinished.refusal_code(),
+        roam_engine::RefusalCode::NotReady
+    );
     assert_eq!(c.v("b").role(), Role::Secondary);
     c.v("a")
         .write(4096, pattern(2, 4096), false)

@@ -52,14 +52,9 @@ fn delivery(n: u64) -> impl Strategy<Value = Delivery> {
 }
 
 async fn open_secondary(net: &LocalTransport, sim: &SimMachine, config: &EngineConfig) -> Volume {
-    Volume::open(
-        VOL,
-        sim.files(),
-        Arc::new(net.clone()),
-        config.clone(),
-    )
-    .await
-    .unwrap()
+    Volume::open(VOL, sim.files(), Arc::new(net.clone()), config.clone())
+        .await
+        .unwrap()
 }
 
 proptest! {
@@ -136,13 +131,22 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { offset: u64, len: usize, seed: u64 },
+    Write {
+        offset: u64,
+        len: usize,
+        seed: u64,
+    },
     Flush,
     /// Power cut of the primary's (true) or the secondary's machine; the
     /// last unsynced write lands torn at this fraction of its sectors.
-    PowerCut { primary: bool, tear: Option<u8> },
+    PowerCut {
+        primary: bool,
+        tear: Option<u8>,
+    },
     /// kill -9 of the primary's or the secondary's process.
-    Kill { primary: bool },
+    Kill {
+        primary: bool,
+    },
     Partition,
     Heal,
 }
@@ -176,9 +180,8 @@ impl History {
         let mut owner: Vec<Option<usize>> = vec![None; content.len()];
         for (i, (off, data, acked)) in self.writes.iter().enumerate().take(self.flushed) {
             if *acked {
-                for p in *off as usize..*off as usize + data.len() {
-                    owner[p] = Some(i);
-                }
+                let off = *off as usize;
+                owner[off..off + data.len()].fill(Some(i));
             }
         }
         for (p, got) in content.iter().enumerate() {
