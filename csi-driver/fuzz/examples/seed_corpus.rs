@@ -226,12 +226,8 @@ fn storage_request() {
     write("storage_request", "seed-life-cycle", &s);
 
     // Hostile ids and sizes.
-    let mut h = Vec::new();
-    h.push(0);
-    h.push(4);
-    h.push(5);
-    h.push(0);
-    h.push(7);
+    // CreateReplica of "..", then of ids taken from the input.
+    let mut h = vec![0, 4, 5, 0, 7];
     chunk(&mut h, b"../escape");
     h.push(3);
     h.push(0);

@@ -192,17 +192,17 @@ impl Judge<'_> {
                 c.to.epoch,
                 secs(t)
             );
-            match &c.snapshot {
-                Some(s) => self.holds(
+            // A new primary killed by a fault before it could be read is
+            // judged at the end only.
+            if let Some(s) = &c.snapshot {
+                self.holds(
                     s,
                     &must,
                     &exempt,
                     &durable,
                     &format!("new primary after {what}"),
                     &mut violations,
-                ),
-                // Killed by a fault before it could be read: judged at the end.
-                None => {}
+                );
             }
         }
         for (i, d) in durable.iter().enumerate() {

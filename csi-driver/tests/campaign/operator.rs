@@ -329,8 +329,8 @@ impl Operator {
             asked,
             snapshot,
         );
-        for k in 0..self.topology.len() {
-            if k != j && obs[k].is_ok() {
+        for (k, o) in obs.iter().enumerate() {
+            if k != j && o.is_ok() {
                 let _ = self.configure(k).await;
             }
         }

@@ -6,7 +6,7 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5eed_0f_fa17)
+        Rng(seed ^ 0x005e_ed0f_fa17)
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -226,9 +226,15 @@ async fn writer(shared: Arc<Shared>, target: watch::Receiver<Reign>, t: u64, see
         generation[k] += 1;
         n += 1;
         let ok = shared
-            .write(reign, mine[k], generation[k], n % FUA_EVERY == 0, false)
+            .write(
+                reign,
+                mine[k],
+                generation[k],
+                n.is_multiple_of(FUA_EVERY),
+                false,
+            )
             .await;
-        let ok = ok && (n % FLUSH_EVERY != 0 || shared.flush(reign).await);
+        let ok = ok && (!n.is_multiple_of(FLUSH_EVERY) || shared.flush(reign).await);
         if !ok {
             // Refused or unanswered: ask the operator's view again shortly.
             tokio::time::sleep(Duration::from_millis(30)).await;
