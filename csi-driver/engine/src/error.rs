@@ -142,6 +142,16 @@ pub enum EngineError {
     /// replays its journal; a retry could report success for lost data.
     #[error("volume {volume}: replica failed, reopen to replay its journal: {reason}")]
     ReplicaFailed { volume: String, reason: String },
+    /// The primary's lease ran out: another member may be promoted, so this
+    /// one acknowledges nothing until the directory renews it.
+    #[error("volume {volume}: the primary's lease ran out")]
+    LeaseExpired { volume: String },
+    #[error("volume {volume}: directory: {source}")]
+    Directory {
+        volume: String,
+        #[source]
+        source: crate::directory::DirectoryError,
+    },
 }
 
 /// What went wrong between two storage systems.
@@ -243,7 +253,8 @@ impl EngineError {
                 RefusalCode::Invalid
             }
             AlreadyExists { .. } => RefusalCode::Invalid,
-            Closed { .. } | ReplicaFailed { .. } => RefusalCode::Unavailable,
+            Closed { .. } | ReplicaFailed { .. } | LeaseExpired { .. } => RefusalCode::Unavailable,
+            Directory { .. } => RefusalCode::Internal,
             ReplicateTimeout { .. }
             | SecondaryRefused { .. }
             | TransferFailed { .. }

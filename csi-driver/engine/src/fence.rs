@@ -69,9 +69,24 @@ pub(crate) fn primary(id: &str, st: &State, epoch: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// A primary attached to a directory acknowledges only while its lease
+/// holds (see [`crate::directory`]).
+pub(crate) fn lease(id: &str, st: &State) -> Result<()> {
+    if st.lease_required
+        && st.meta.role == Role::Primary
+        && st
+            .lease_until
+            .is_none_or(|until| std::time::Instant::now() >= until)
+    {
+        return Err(EngineError::LeaseExpired { volume: id.into() });
+    }
+    Ok(())
+}
+
 /// Host writes: the primary, and not fenced.
 pub(crate) fn writable(id: &str, st: &State, epoch: Option<u64>) -> Result<()> {
     primary(id, st, epoch)?;
+    lease(id, st)?;
     if st.fenced {
         let reason = if st.superseded {
             "a member holds a newer epoch: another primary exists"
@@ -109,7 +124,7 @@ pub(crate) fn still_primary(id: &str, st: &State, epoch: u64) -> Result<()> {
             reason: "a member holds a newer epoch".into(),
         });
     }
-    Ok(())
+    lease(id, st)
 }
 
 /// Replicated writes and region copies: a secondary at exactly `epoch`.

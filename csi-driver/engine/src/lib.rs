@@ -23,6 +23,7 @@
 pub mod backend;
 pub mod cache;
 mod counters;
+pub mod directory;
 pub mod error;
 mod fence;
 pub mod frontend;

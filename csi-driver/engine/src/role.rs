@@ -33,6 +33,7 @@ pub(crate) fn step_down(st: &mut State, epoch: u64, primary: &str) {
     st.cache.clear();
     st.meta.role = Role::Secondary;
     st.meta.epoch = epoch;
+    st.lease_until = None;
     st.fenced = false;
     st.superseded = false;
     st.meta.dirty.clear();
@@ -59,6 +60,8 @@ fn become_primary(st: &mut State, group: GroupSpec) {
     crate::receive::note_history(&mut st.meta.history, term, last + 1);
     st.meta.role = Role::Primary;
     st.meta.epoch = group.epoch;
+    // A lease is per epoch: the new one starts with the next renewal.
+    st.lease_until = None;
     st.fenced = false;
     st.superseded = false;
     for spec in group.members.iter().filter(|m| m.data_center != me) {

@@ -106,6 +106,9 @@ pub(crate) struct State {
     /// failed fsync is reported once, and a retry that succeeds proves
     /// nothing about the lost pages.
     pub failed: Option<String>,
+    /// A directory is attached: as primary, acknowledge only until `lease_until`.
+    pub lease_required: bool,
+    pub lease_until: Option<std::time::Instant>,
 }
 
 pub(crate) struct Inner {
@@ -127,6 +130,10 @@ pub(crate) struct Inner {
     /// Highest accepted sequence number, for senders waiting on new writes.
     pub last_seq_tx: watch::Sender<u64>,
     pub io: crate::counters::IoCounters,
+    /// Where the in-sync set and the lease are recorded, once attached.
+    pub directory: Mutex<Option<Arc<dyn crate::directory::Directory>>>,
+    /// The lease renewal task and the epoch it renews for.
+    pub lease_task: Mutex<Option<(u64, tokio::task::AbortHandle)>>,
 }
 
 /// A handle to one replica. Cheap to clone.
@@ -355,12 +362,16 @@ impl Volume {
                 checkpointing: false,
                 closed: false,
                 failed: None,
+                lease_required: false,
+                lease_until: None,
             }),
             role_lock: tokio::sync::Mutex::new(()),
             meta_lock: Arc::new(tokio::sync::Mutex::new(())),
             in_sync_lock: tokio::sync::Mutex::new(()),
             last_seq_tx,
             io: Default::default(),
+            directory: Mutex::new(None),
+            lease_task: Mutex::new(None),
         });
         let vol = Volume { inner };
         vol.inner.persist().await?;
@@ -370,6 +381,20 @@ impl Volume {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Record the in-sync set in `directory` and hold a lease through it
+    /// (see [`crate::directory`]). From now on, as primary, this replica
+    /// acknowledges only while its lease holds; the first renewal starts at
+    /// once.
+    pub fn attach_directory(&self, directory: Arc<dyn crate::directory::Directory>) {
+        *self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(directory);
+        self.inner.lock().lease_required = true;
+        crate::replication::start_senders(&self.inner);
     }
 
     pub fn size(&self) -> u64 {
@@ -455,6 +480,7 @@ impl Volume {
             inner.journal.wait_durable(seq).await?;
         }
         crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        crate::fence::lease(&inner.id, &inner.lock())?;
         inner.maybe_checkpoint();
         inner.io.wrote(len);
         Ok(seq)
@@ -519,6 +545,7 @@ impl Volume {
         // volume too (that second sync per flush halved small-write IOPS).
         inner.journal.wait_durable(seq).await?;
         crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        crate::fence::lease(&inner.id, &inner.lock())?;
         inner.io.flushed(started.elapsed());
         Ok(seq)
     }
@@ -582,6 +609,15 @@ impl Volume {
         };
         for m in members.into_values() {
             m.stop();
+        }
+        if let Some((_, t)) = self
+            .inner
+            .lease_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
         }
         // Wait for a metadata write or checkpoint in progress; later ones see `closed`.
         let _meta = self.inner.meta_lock.lock().await;

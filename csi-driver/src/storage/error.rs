@@ -75,7 +75,9 @@ fn engine_code(e: &EngineError) -> Code {
         NotFound { .. } => Code::NotFound,
         AlreadyExists { .. } => Code::AlreadyExists,
         BackendIo { .. } | JournalIo { .. } | Metadata { .. } => Code::Internal,
-        Closed { .. } | ReplicaFailed { .. } => Code::Unavailable,
+        Closed { .. } | ReplicaFailed { .. } | LeaseExpired { .. } | Directory { .. } => {
+            Code::Unavailable
+        }
     }
 }
 

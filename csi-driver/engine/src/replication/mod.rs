@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::backend::{PersistedDirtyMap, VolumeMeta};
+use crate::directory::DirectoryError;
 use crate::error::{EngineError, RefusalCode, Result};
 use crate::resync::DirtyMap;
 use crate::types::{
@@ -247,9 +248,10 @@ fn ends_wait(r: &Refusal) -> bool {
 }
 
 /// Take `dc` out of the in-sync set: it stops streaming, and writes stop
-/// waiting for it only once the record is durable (the replica's metadata;
-/// the directory's record comes with the in-sync set in the directory). Two
-/// writers giving up on one member wait for the same record.
+/// waiting for it only once the record is durable: in the directory first
+/// (when one is attached; unreachable, the write fails), then in the
+/// replica's metadata. Two writers giving up on one member wait for the
+/// same record.
 pub(crate) async fn record_out_of_sync(
     inner: &Arc<Inner>,
     dc: &str,
@@ -267,11 +269,40 @@ pub(crate) async fn record_out_of_sync(
             _ => return Ok(()),
         }
     }
-    if let Err(e) = inner.persist().await {
+    let revert = |e: EngineError| {
         if let Some(m) = inner.lock().members.get_mut(dc) {
             m.in_sync = true;
         }
-        return Err(e);
+        e
+    };
+    let directory = inner
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(d) = directory {
+        match d.record_out_of_sync(&inner.id, epoch, dc).await {
+            Ok(()) => {}
+            Err(source @ DirectoryError::Superseded { .. }) => {
+                let mut st = inner.lock();
+                st.fenced = true;
+                st.superseded = true;
+                drop(st);
+                return Err(revert(EngineError::Directory {
+                    volume: inner.id.clone(),
+                    source,
+                }));
+            }
+            Err(source) => {
+                return Err(revert(EngineError::Directory {
+                    volume: inner.id.clone(),
+                    source,
+                }));
+            }
+        }
+    }
+    if let Err(e) = inner.persist().await {
+        return Err(revert(e));
     }
     if let Some(m) = inner.lock().members.get(dc) {
         m.progress.send_modify(|p| p.in_sync = false);
@@ -501,8 +532,10 @@ pub(crate) fn restore_members(
         .collect()
 }
 
-/// Start a sender for every member that has none (primary only).
+/// Start a sender for every member that has none, and the lease renewal
+/// when a directory is attached (primary only).
 pub(crate) fn start_senders(inner: &Arc<Inner>) {
+    start_lease(inner);
     let mut st = inner.lock();
     if st.meta.role != Role::Primary || st.closed {
         return;
@@ -513,5 +546,85 @@ pub(crate) fn start_senders(inner: &Arc<Inner>) {
             let handle = tokio::spawn(sender::run(inner.clone(), dc.clone(), epoch));
             m.task = Some(handle.abort_handle());
         }
+    }
+}
+
+/// Renew the primary's lease through the directory while this replica is
+/// primary: every third of the lease, or soon after a failure. The lease is
+/// counted from the moment of the request.
+fn start_lease(inner: &Arc<Inner>) {
+    let Some(directory) = inner
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    else {
+        return;
+    };
+    let mut task = inner.lease_task.lock().unwrap_or_else(|e| e.into_inner());
+    let (epoch, me) = {
+        let st = inner.lock();
+        if st.meta.role != Role::Primary || st.closed {
+            return;
+        }
+        (st.meta.epoch, st.meta.data_center.clone())
+    };
+    if let Some((renewing, t)) = task.as_ref() {
+        if *renewing == epoch && !t.is_finished() {
+            return;
+        }
+        t.abort();
+    }
+    let this = inner.clone();
+    let handle = tokio::spawn(async move {
+        const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+        loop {
+            {
+                let st = this.lock();
+                if st.meta.role != Role::Primary || st.meta.epoch != epoch || st.closed {
+                    return;
+                }
+            }
+            let asked = std::time::Instant::now();
+            let wait = match directory.renew_lease(&this.id, epoch, &me).await {
+                Ok(granted) => {
+                    let mut st = this.lock();
+                    if st.meta.epoch == epoch {
+                        st.lease_until = Some(asked + granted);
+                    }
+                    (granted / 3).max(RETRY)
+                }
+                Err(DirectoryError::Superseded { held, .. }) => {
+                    let mut st = this.lock();
+                    st.fenced = true;
+                    st.superseded = true;
+                    tracing::warn!(volume = %this.id, held, "the directory holds a newer epoch; fenced");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %this.id, error = %e, "lease renewal failed");
+                    RETRY
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    });
+    *task = Some((epoch, handle.abort_handle()));
+}
+
+/// A member rejoined the in-sync set: tell the directory too. Best effort:
+/// until the directory knows, failover does not pick the member, which
+/// only errs on the side of safety; writes wait for it either way.
+pub(crate) async fn note_rejoined(inner: &Arc<Inner>, dc: &str) {
+    let directory = inner
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let epoch = inner.lock().meta.epoch;
+    if let Some(d) = directory
+        && let Err(e) = d.record_in_sync(&inner.id, epoch, dc).await
+    {
+        tracing::warn!(volume = %inner.id, member = dc, error = %e, "directory did not record the member in sync");
     }
 }

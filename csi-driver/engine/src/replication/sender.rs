@@ -346,6 +346,7 @@ async fn resync_copy(
             };
             if rejoined {
                 inner.persist().await?;
+                super::note_rejoined(inner, dc).await;
                 tracing::info!("member rejoined the in-sync set");
             }
             tracing::info!(regions = copied, seq, "region copy complete");

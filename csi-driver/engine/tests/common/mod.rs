@@ -2,6 +2,8 @@
 //! real files in a temporary directory.
 #![allow(dead_code)]
 
+pub mod directory;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
