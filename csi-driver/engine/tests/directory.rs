@@ -11,7 +11,7 @@ use common::*;
 use roam_engine::{EngineError, FailurePolicy, Role, TransferType};
 
 const SIZE: u64 = 4 << 20;
-const LEASE: Duration = Duration::from_millis(600);
+const LEASE: Duration = Duration::from_secs(2);
 
 async fn attached(c: &Cluster, dir: &MemDirectory) {
     for (dc, v) in &c.vols {
