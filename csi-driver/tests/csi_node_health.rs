@@ -11,14 +11,16 @@ mod csi_support;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use csi_support::*;
+use roam_proto::csi::node_client::NodeClient;
 use roam_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use roam_proto::csi::*;
 use roam_proto::storage::{
     ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GroupSpec, Member, TransferType,
 };
+use tonic::transport::Channel;
 
 const VOLUME: &str = "broken-frontend";
 
@@ -40,20 +42,27 @@ fn abort_fuse(mountpoint: &Path) {
     std::fs::write(&abort, b"1").unwrap_or_else(|e| panic!("write {}: {e}", abort.display()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_frontend_is_an_abnormal_volume_condition() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let (_storage, storage_endpoint) = spawn_storage(dir, "dc-a", "node-a", free_port());
-    let mut storage = storage_client(&storage_endpoint).await;
-    storage
+struct Staged {
+    storage: Proc,
+    node: Proc,
+    storage_endpoint: String,
+    client: NodeClient<Channel>,
+    staging: PathBuf,
+}
+
+/// A storage system with a sole-member volume, a node plugin, the volume
+/// staged (ext4) through it.
+async fn stage_one(dir: &Path) -> Staged {
+    let (storage, storage_endpoint) = spawn_storage(dir, "dc-a", "node-a", free_port());
+    let mut admin = storage_client(&storage_endpoint).await;
+    admin
         .create_replica(CreateReplicaRequest {
             volume_id: VOLUME.into(),
             size_bytes: 64 << 20,
         })
         .await
         .expect("CreateReplica");
-    storage
+    admin
         .configure_group(ConfigureGroupRequest {
             volume_id: VOLUME.into(),
             group: Some(GroupSpec {
@@ -71,7 +80,8 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
         })
         .await
         .expect("ConfigureGroup");
-    let (_node, node_endpoint) = spawn_node(dir, "node-a", "dc-a", &storage_endpoint, free_port());
+    let (node_proc, node_endpoint) =
+        spawn_node(dir, "node-a", "dc-a", &storage_endpoint, free_port());
     let mut node = node_client(&node_endpoint).await;
 
     let staging = dir.join("kubelet/staging");
@@ -98,22 +108,54 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
     })
     .await
     .expect("NodeStageVolume");
-    let stats = |node: &mut roam_proto::csi::node_client::NodeClient<_>| {
-        let request = NodeGetVolumeStatsRequest {
+    Staged {
+        storage,
+        node: node_proc,
+        storage_endpoint,
+        client: node,
+        staging,
+    }
+}
+
+async fn stats(node: &NodeClient<Channel>, staging: &Path) -> NodeGetVolumeStatsResponse {
+    node.clone()
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
             volume_id: VOLUME.into(),
             volume_path: staging.to_string_lossy().into(),
             ..Default::default()
-        };
-        let mut node = node.clone();
-        async move {
-            node.node_get_volume_stats(request)
-                .await
-                .expect("NodeGetVolumeStats")
-                .into_inner()
-        }
-    };
+        })
+        .await
+        .expect("NodeGetVolumeStats")
+        .into_inner()
+}
 
-    let healthy = stats(&mut node).await;
+async fn unstage_leaves_nothing(node: &NodeClient<Channel>, dir: &Path, staging: &Path) {
+    node.clone()
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: VOLUME.into(),
+            staging_target_path: staging.to_string_lossy().into(),
+        })
+        .await
+        .expect("NodeUnstageVolume");
+    assert!(!is_mounted(staging), "staging path unmounted");
+    assert!(
+        !is_mounted(&dir.join("state-node-a/fuse").join(VOLUME)),
+        "FUSE export unmounted"
+    );
+    assert!(
+        loops_under(dir).is_empty(),
+        "loop devices left: {:?}",
+        loops_under(dir)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_frontend_is_an_abnormal_volume_condition() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let s = stage_one(dir).await;
+
+    let healthy = stats(&s.client, &s.staging).await;
     let condition = healthy.volume_condition.expect("a volume condition");
     assert!(
         !condition.abnormal,
@@ -122,9 +164,8 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
     );
     assert!(!healthy.usage.is_empty(), "usage of a healthy volume");
 
-    let fuse = dir.join("state-node-a/fuse").join(VOLUME);
-    abort_fuse(&fuse);
-    let broken = stats(&mut node).await;
+    abort_fuse(&dir.join("state-node-a/fuse").join(VOLUME));
+    let broken = stats(&s.client, &s.staging).await;
     let condition = broken.volume_condition.expect("a volume condition");
     assert!(condition.abnormal, "abnormal once the export broke");
     assert!(
@@ -132,18 +173,31 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
         "the condition names the export: {}",
         condition.message
     );
+    unstage_leaves_nothing(&s.client, dir, &s.staging).await;
+}
 
-    node.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: VOLUME.into(),
-        staging_target_path: staging.to_string_lossy().into(),
-    })
-    .await
-    .expect("NodeUnstageVolume of the broken volume");
-    assert!(!is_mounted(&staging), "staging path unmounted");
-    assert!(!is_mounted(&fuse), "FUSE export unmounted");
+/// The node plugin is killed with kill -9 while a volume is staged, and
+/// started again: the volume's export died with the first process. The new
+/// one says so in the volume's condition, and its NodeUnstageVolume clears
+/// the dead stack (mount, loop device, FUSE mount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_staged_before_a_plugin_crash_is_reported_and_cleared() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut s = stage_one(dir).await;
+    s.node.kill9();
+    let (_restarted, endpoint) =
+        spawn_node(dir, "node-a", "dc-a", &s.storage_endpoint, free_port());
+    let node = node_client(&endpoint).await;
+
+    let after = stats(&node, &s.staging).await;
+    let condition = after.volume_condition.expect("a volume condition");
+    assert!(condition.abnormal, "abnormal after the plugin restarted");
     assert!(
-        loops_under(dir).is_empty(),
-        "loop devices left: {:?}",
-        loops_under(dir)
+        condition.message.contains("earlier run of the node plugin"),
+        "the condition says why: {}",
+        condition.message
     );
+    unstage_leaves_nothing(&node, dir, &s.staging).await;
+    drop(s.storage);
 }

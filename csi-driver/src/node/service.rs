@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use roam_engine::Role as ReplicaRole;
 use roam_engine::frontend::{
-    BlockExport, BlockTarget, FrontendError, FsType, LocalTarget, RemoteTarget, StagedVolume,
+    BlockExport, BlockTarget, FrontendError, FsType, LocalTarget, clear_dead_export, RemoteTarget, StagedVolume,
     TargetError,
 };
 use roam_proto::csi::node_server::Node;
@@ -168,8 +168,19 @@ impl NodeService {
                 source: Box::new(source),
             })?;
         let fuse_dir = self.fuse_dir(&volume_id);
-        // A FUSE mount left by a plugin that died is dead: clear it first.
-        let _ = mount::unmount_if_mounted(&fuse_dir);
+        // What a plugin that died left of this volume's export is dead:
+        // clear it first.
+        let dir = fuse_dir.clone();
+        tokio::task::spawn_blocking(move || clear_dead_export(&dir))
+            .await
+            .map_err(|e| NodeError::Join {
+                rpc: "NodeStageVolume",
+                cause: e.to_string(),
+            })?
+            .map_err(|source| NodeError::Unstage {
+                volume: volume_id.clone(),
+                source: Box::new(source),
+            })?;
         let runtime = Handle::current();
         let staging_for_task = staging.clone();
         let volume_for_err = volume_id.clone();
@@ -224,9 +235,23 @@ impl NodeService {
             }
         };
         let Some(mut staged) = taken else {
-            // Not staged by this process: make sure nothing is left mounted.
+            // Not staged by this process (an earlier run of it died): make
+            // sure nothing is left mounted or attached.
             mount::unmount_if_mounted(&staging)?;
-            return Ok(());
+            let fuse_dir = self.fuse_dir(&volume_id);
+            return tokio::task::spawn_blocking(move || clear_dead_export(&fuse_dir))
+                .await
+                .map_err(|e| NodeError::Join {
+                    rpc: "NodeUnstageVolume",
+                    cause: e.to_string(),
+                })?
+                .map_err(|source| {
+                    NodeError::Unstage {
+                        volume: volume_id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                });
         };
         let (staged, result) = tokio::task::spawn_blocking(move || {
             let result = staged.tear_down();
@@ -451,7 +476,28 @@ impl NodeService {
     ) -> Result<NodeGetVolumeStatsResponse, Status> {
         let volume_id = require("volume_id", &req.volume_id)?.to_owned();
         let path = PathBuf::from(require("volume_path", &req.volume_path)?);
-        let (block, device, _, _, context) = self.lookup(&volume_id, &path)?;
+        let (block, device, _, _, context) = match self.lookup(&volume_id, &path) {
+            Ok(found) => found,
+            Err(not_staged) => {
+                // Staged by an earlier run of this plugin: its FUSE export
+                // died with that process, and what is mounted is dead.
+                if mount::is_mount_point(&self.fuse_dir(&volume_id)).unwrap_or(false) {
+                    return Ok(NodeGetVolumeStatsResponse {
+                        usage: Vec::new(),
+                        volume_condition: Some(VolumeCondition {
+                            abnormal: true,
+                            message: format!(
+                                "volume {volume_id} was staged by an earlier run of the node \
+                                 plugin on {}, and its export ended with it; restart the pod \
+                                 to stage the volume again",
+                                self.config.node_name
+                            ),
+                        }),
+                    });
+                }
+                return Err(not_staged);
+            }
+        };
         if let Some(broken) = self.frontend_broken(&volume_id).await {
             // The filesystem (or the device) can't be asked for its usage
             // any more: say why, and nothing else.

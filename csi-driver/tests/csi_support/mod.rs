@@ -46,6 +46,12 @@ impl Proc {
         }
     }
 
+    /// kill -9: a crash, not a shutdown; reaped before returning.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits up to 20 s.
     pub fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {

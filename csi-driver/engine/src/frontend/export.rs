@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tracing::error;
 
 use super::error::FrontendError;
-use super::fuse_export::FuseExport;
+use super::fuse_export::{FuseExport, VOLUME_FILE_NAME};
 use super::loop_device::{self, DEFAULT_RELEASE_TIMEOUT, LoopDevice};
 use super::target::BlockTarget;
 
@@ -151,6 +151,24 @@ impl BlockExport {
             self.fuse = None;
         }
         Ok(())
+    }
+}
+
+/// Clears what a process that died left of a block export at `fuse_dir`:
+/// the loop device still attached to the export's file, then the FUSE mount
+/// (dead: its server went with the process). Blocking. Nothing there is
+/// success; so is a second call.
+pub fn clear_dead_export(fuse_dir: &Path) -> Result<(), FrontendError> {
+    if let Some(mut device) = LoopDevice::find_attached(&fuse_dir.join(VOLUME_FILE_NAME)) {
+        device.detach(DEFAULT_RELEASE_TIMEOUT)?;
+    }
+    match nix::mount::umount(fuse_dir) {
+        // EINVAL: not a mount point; ENOENT: no such directory.
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(FrontendError::UnmountFuse {
+            path: fuse_dir.to_owned(),
+            source: e.into(),
+        }),
     }
 }
 

@@ -51,6 +51,23 @@ impl LoopDevice {
         })
     }
 
+    /// The loop device still attached to `file` by an earlier process (one
+    /// that died without tearing its stack down), found through sysfs;
+    /// None when no device holds it.
+    pub fn find_attached(file: &Path) -> Option<Self> {
+        let wanted = file.to_string_lossy();
+        let entries = std::fs::read_dir("/sys/block").ok()?;
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| Path::new("/dev").join(entry.file_name()))
+            .find(|device| backing_file(device).is_some_and(|backing| backing == wanted))
+            .map(|device| Self {
+                backing: wanted.into_owned(),
+                device: Some(device),
+                file: file.to_owned(),
+            })
+    }
+
     /// The device node, e.g. `/dev/loop3`.
     pub fn path(&self) -> &Path {
         self.device.as_deref().unwrap_or(Path::new(""))

@@ -47,7 +47,7 @@ mod staged;
 mod target;
 
 pub use error::FrontendError;
-pub use export::BlockExport;
+pub use export::{BlockExport, clear_dead_export};
 pub use file_target::FileTarget;
 pub use filesystem::FsType;
 pub use fuse_export::{ExportedSize, FuseExport, VOLUME_FILE_NAME};
