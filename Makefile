@@ -54,7 +54,7 @@ test-unit:
 # Tier 2: storage systems as separate processes, in network namespaces, with
 # a delay proxy and partitions; FUSE, loop devices and ext4 (root).
 test-dataplane:
-	cargo test -p roam-csi --test storage_local --test dataplane --test dataplane_frontend --test csi_node_unstage_retry --test csi_node_health -- --test-threads=1
+	cargo test -p roam-csi --test storage_local --test storage_restart --test dataplane --test dataplane_frontend --test csi_node_unstage_retry --test csi_node_health -- --test-threads=1
 	# The short fault campaign: 50 trials of the kinds the engine passes
 	# today (campaign/mod.rs SHORT_RUN_EXCLUDED lists the others).
 	FAULT_TRIALS=50 FAULT_PROFILE=short cargo test -p roam-csi --test fault_campaign -- --nocapture --test-threads=1

@@ -41,7 +41,31 @@ use world::World;
 /// Kinds left out of the short run in `make test`, each because it still
 /// finds violations in the engine as it is (issue 9); `make faults` runs
 /// them all. Remove a kind here once the engine passes it.
-pub const SHORT_RUN_EXCLUDED: &[FaultKind] = &[];
+pub const SHORT_RUN_EXCLUDED: &[FaultKind] = &[
+    // A killed primary opens again as primary at its old epoch and takes the
+    // writes of a host that has not heard of the failover (two primaries,
+    // and those writes lost when it rejoins).
+    FaultKind::KillPrimary,
+    // The same when the killed one is the old primary of the transfer.
+    FaultKind::KillDuringTransfer,
+    // The same when the primary is killed during the catch-up; and a
+    // secondary killed during its catch-up can be promoted without it.
+    FaultKind::KillDuringResync,
+    // A primary cut off from its peers and the operator goes on
+    // acknowledging under Degrade and Async while another is promoted;
+    // the heal overwrites what it acknowledged (issue 9, finding 3).
+    FaultKind::PartitionPrimary,
+    // The same with only the operator cut off.
+    FaultKind::PartitionOperator,
+    // Async: the old primary acknowledges writes after the promotion was
+    // asked for, beyond the loss status reported (no lease yet).
+    FaultKind::FailoverMidWrite,
+    // Issue 9's report: the restarted primary acknowledges alone.
+    FaultKind::PrimaryRestartSecondaryDown,
+    // A re-created secondary is reported in sync after a partial copy and
+    // differs from the primary (issue 9, finding 1).
+    FaultKind::DeleteRecreate,
+];
 
 const VOLUME: &str = "campaign";
 const VOLUME_BYTES: u64 = 8 << 20;
