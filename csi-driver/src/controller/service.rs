@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, instrument};
 
 use super::CTX_FS_TYPE;
-use super::error::ControllerError;
+use super::error::{ControllerError, Mismatch};
 use super::login::{Login, login_state};
 use super::params::{self, P_PVC_NAMESPACE};
 use crate::csi_guard::InFlight;
@@ -37,7 +37,8 @@ pub struct ControllerConfig {
     pub volume_namespace: String,
     /// Longest a call waits for the operator before DEADLINE_EXCEEDED.
     pub wait_timeout: Duration,
-    /// Pause between two reads while waiting.
+    /// Pause before reading again after a watch error (waits otherwise
+    /// follow the watches of the volume and its group).
     pub poll_interval: Duration,
 }
 
@@ -110,12 +111,12 @@ fn check_requisite(
         return Ok(());
     }
     let names = |ts: &[Topology]| ts.iter().filter_map(zone).collect::<Vec<_>>().join(",");
-    Err(Status::resource_exhausted(format!(
-        "volume {volume_id} can be used from zones [{}], none of the requisite zones [{}] \
-         (accessibility_requirements); add a replica there or a proximity entry to one",
-        names(accessible),
-        names(requisite),
-    )))
+    Err(ControllerError::RequisiteUnreachable {
+        volume_id: volume_id.to_owned(),
+        accessible: names(accessible),
+        requisite: names(requisite),
+    }
+    .into())
 }
 
 fn volume_size(vv: &VirtualVolume) -> Result<u64, ControllerError> {
@@ -162,6 +163,55 @@ fn csi_volume(
         content_source: None,
         accessible_topology,
     })
+}
+
+/// Wakes a waiting call whenever the VirtualVolume or the CopyVolumeGroup
+/// of one name changes (the operator writes both as it works), instead of
+/// reading them again on a timer. The watches start before the caller's
+/// first read, so no change between that read and the wait is missed.
+struct Changes {
+    events: futures::stream::BoxStream<'static, bool>,
+    retry_after: Duration,
+}
+
+impl Changes {
+    fn watch(client: &Client, ns: &str, name: &str, retry_after: Duration) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let volumes = watcher(
+            Api::<VirtualVolume>::namespaced(client.clone(), ns),
+            cfg.clone(),
+        )
+        .default_backoff()
+        .map(|e| e.is_ok());
+        let groups = watcher(Api::<CopyVolumeGroup>::namespaced(client.clone(), ns), cfg)
+            .default_backoff()
+            .map(|e| e.is_ok());
+        Self {
+            events: futures::stream::select(volumes, groups).boxed(),
+            retry_after,
+        }
+    }
+
+    /// Waits for the next change; `false` once `deadline` has passed.
+    async fn next_before(&mut self, deadline: Instant) -> bool {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, self.events.next()).await {
+            Ok(Some(true)) => true,
+            // A watch error: read again a little later (the watcher
+            // reconnects with backoff meanwhile); a closed stream the same.
+            Ok(Some(false) | None) => {
+                tokio::time::sleep_until(
+                    deadline.min(tokio::time::Instant::now() + self.retry_after),
+                )
+                .await;
+                tokio::time::Instant::now() < deadline
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl ControllerService {
@@ -216,16 +266,13 @@ impl ControllerService {
 
     /// The VirtualVolume of a CSI volume id, or NOT_FOUND.
     async fn existing(&self, volume_id: &str) -> Result<(String, String, VirtualVolume), Status> {
-        let (ns, name) = params::split_volume_id(volume_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "volume {volume_id:?} does not exist (Roam volume ids are <namespace>/<name>)"
-            ))
-        })?;
+        let volume_id = volume_id.to_owned();
+        let Some((ns, name)) = params::split_volume_id(&volume_id) else {
+            return Err(ControllerError::MalformedVolumeId { volume_id }.into());
+        };
         match self.get_volume(ns, name).await? {
             Some(vv) => Ok((ns.to_owned(), name.to_owned(), vv)),
-            None => Err(Status::not_found(format!(
-                "volume {volume_id} does not exist"
-            ))),
+            None => Err(ControllerError::VolumeNotFound { volume_id }.into()),
         }
     }
 
@@ -233,21 +280,22 @@ impl ControllerService {
     async fn create(&self, req: CreateVolumeRequest) -> Result<Volume, Status> {
         let csi_name = require("name", &req.name)?.to_owned();
         if req.volume_capabilities.is_empty() {
-            return Err(Status::invalid_argument("volume_capabilities is required"));
+            return Err(ControllerError::MissingField {
+                field: "volume_capabilities",
+            }
+            .into());
         }
         for (i, cap) in req.volume_capabilities.iter().enumerate() {
             let (_, supported) = parse_capability(&format!("volume_capabilities[{i}]"), cap)?;
             if !supported {
-                return Err(Status::invalid_argument(format!(
-                    "volume_capabilities[{i}].access_mode: Roam volumes are published to one \
-                     node at a time"
-                )));
+                return Err(ControllerError::MultiNodeAccess {
+                    field: format!("volume_capabilities[{i}]"),
+                }
+                .into());
             }
         }
         if req.volume_content_source.is_some() {
-            return Err(Status::invalid_argument(
-                "volume_content_source: Roam does not create volumes from snapshots or clones",
-            ));
+            return Err(ControllerError::ContentSource.into());
         }
         let size = params::size_for(req.capacity_range.as_ref())?;
         let namespace = req
@@ -264,9 +312,7 @@ impl ControllerService {
 
         match self.get_volume(&namespace, &name).await? {
             Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
-                return Err(Status::aborted(format!(
-                    "volume {volume_id} is still being deleted; retry once it is gone"
-                )));
+                return Err(ControllerError::BeingDeleted { volume_id }.into());
             }
             Some(existing) => {
                 // "If a volume corresponding to the specified volume name
@@ -282,13 +328,22 @@ impl ControllerService {
                     || !same_params
                     || !params::size_satisfies(existing_size, req.capacity_range.as_ref())
                 {
-                    return Err(Status::already_exists(format!(
-                        "volume {volume_id} already exists for name {:?} with size {existing_size} \
-                         and parameters {}; the request asks for name {csi_name:?}, size {size}, \
-                         parameters {placement_json}",
-                        annotation(&existing, CSI_NAME_ANNOTATION).unwrap_or(""),
-                        annotation(&existing, CSI_PARAMETERS_ANNOTATION).unwrap_or("{}"),
-                    )));
+                    return Err(ControllerError::AlreadyExists {
+                        volume_id,
+                        mismatch: Box::new(Mismatch {
+                            existing_name: annotation(&existing, CSI_NAME_ANNOTATION)
+                                .unwrap_or("")
+                                .to_owned(),
+                            existing_size,
+                            existing_parameters: annotation(&existing, CSI_PARAMETERS_ANNOTATION)
+                                .unwrap_or("{}")
+                                .to_owned(),
+                            name: csi_name,
+                            size,
+                            parameters: placement_json,
+                        }),
+                    }
+                    .into());
                 }
             }
             None => {
@@ -324,9 +379,7 @@ impl ControllerService {
                     // Lost a race with another creator of the same name:
                     // the CO retries and the branch above compares.
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        return Err(Status::aborted(format!(
-                            "volume {volume_id} is being created concurrently; retry"
-                        )));
+                        return Err(ControllerError::CreatedConcurrently { volume_id }.into());
                     }
                     Err(e) => {
                         return Err(api_err("create", "VirtualVolume", &volume_id)(e).into());
@@ -348,11 +401,12 @@ impl ControllerService {
     async fn wait_ready(&self, ns: &str, name: &str) -> Result<Volume, Status> {
         let deadline = Instant::now() + self.config.wait_timeout;
         let volume_id = roam_crds::csi_volume_id(ns, name);
+        let mut changes = Changes::watch(&self.client, ns, name, self.config.poll_interval);
         loop {
             let vv = self.get_volume(ns, name).await?.ok_or_else(|| {
-                Status::aborted(format!(
-                    "volume {volume_id} was deleted while being created"
-                ))
+                ControllerError::DeletedWhileCreating {
+                    volume_id: volume_id.clone(),
+                }
             })?;
             let phase = vv.status.as_ref().map(|s| s.phase).unwrap_or_default();
             match phase {
@@ -375,20 +429,18 @@ impl ControllerService {
                                 .join("; ")
                         })
                         .unwrap_or_default();
-                    return Err(Status::resource_exhausted(format!(
-                        "volume {volume_id} could not be placed: {why}"
-                    )));
+                    return Err(ControllerError::PlacementFailed { volume_id, why }.into());
                 }
                 _ => {}
             }
-            if Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "volume {volume_id} is not ready after {:?} (phase {}); the call may be retried",
-                    self.config.wait_timeout,
-                    phase.as_str()
-                )));
+            if !changes.next_before(deadline).await {
+                return Err(ControllerError::NotReady {
+                    volume_id,
+                    waited: self.config.wait_timeout,
+                    phase: phase.as_str(),
+                }
+                .into());
             }
-            tokio::time::sleep(self.config.poll_interval).await;
         }
     }
 
@@ -429,22 +481,29 @@ impl ControllerService {
             .get_opt(&node_id)
             .await
             .map_err(api_err("get", "Node", &node_id))?
-            .ok_or_else(|| Status::not_found(format!("node {node_id} does not exist")))?;
+            .ok_or_else(|| ControllerError::NodeNotFound {
+                node_id: node_id.clone(),
+            })?;
         if let Some(other) = annotation(&vv, ATTACHED_NODE_ANNOTATION)
             && other != node_id
         {
-            return Err(Status::failed_precondition(format!(
-                "volume {volume_id} is published to node {other}; unpublish it there first \
-                 (Roam volumes are used on one node at a time)"
-            )));
+            return Err(ControllerError::PublishedElsewhere {
+                volume_id,
+                other: other.to_owned(),
+            }
+            .into());
         }
         let dcs = self.data_centers().await?;
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let wanted_dc = datacenter::data_center_of_node(&labels, &dcs).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "node {node_id} belongs to no DataCenter (label {ZONE_LABEL}={})",
-                labels.get(ZONE_LABEL).map_or("<unset>", String::as_str)
-            ))
+            ControllerError::NodeWithoutDataCenter {
+                node_id: node_id.clone(),
+                label: ZONE_LABEL,
+                value: labels
+                    .get(ZONE_LABEL)
+                    .map_or("<unset>", String::as_str)
+                    .to_owned(),
+            }
         })?;
         if annotation(&vv, ATTACHED_NODE_ANNOTATION) != Some(&node_id) {
             let patch = json!({"metadata": {"annotations": {ATTACHED_NODE_ANNOTATION: node_id}}});
@@ -456,25 +515,30 @@ impl ControllerService {
         // Claim 13: wait until the primary is in the wanted data center (or
         // the nearest one holding a replica), then hand over its details.
         let deadline = Instant::now() + self.config.wait_timeout;
+        let mut changes = Changes::watch(&self.client, &ns, &name, self.config.poll_interval);
         loop {
             let vv = self.get_volume(&ns, &name).await?.ok_or_else(|| {
-                Status::not_found(format!("volume {volume_id} was deleted during publish"))
+                ControllerError::DeletedWhilePublishing {
+                    volume_id: volume_id.clone(),
+                }
             })?;
             let group = self.get_group(&ns, &name).await?;
             let dcs = self.data_centers().await?;
             match login_state(&vv, group.as_ref(), &wanted_dc, &dcs) {
                 Login::Done(context) => return Ok(context.to_map()),
                 Login::Waiting(why) => {
-                    if Instant::now() >= deadline {
-                        return Err(Status::deadline_exceeded(format!(
-                            "volume {volume_id}: primary not in {wanted_dc} after {:?}: {why}",
-                            self.config.wait_timeout
-                        )));
-                    }
                     debug!(%why, "waiting for the primary to move");
+                    if !changes.next_before(deadline).await {
+                        return Err(ControllerError::PrimaryNotMoved {
+                            volume_id,
+                            wanted_dc,
+                            waited: self.config.wait_timeout,
+                            why,
+                        }
+                        .into());
+                    }
                 }
             }
-            tokio::time::sleep(self.config.poll_interval).await;
         }
     }
 
@@ -510,7 +574,10 @@ impl ControllerService {
     ) -> Result<ValidateVolumeCapabilitiesResponse, Status> {
         let volume_id = require("volume_id", &req.volume_id)?.to_owned();
         if req.volume_capabilities.is_empty() {
-            return Err(Status::invalid_argument("volume_capabilities is required"));
+            return Err(ControllerError::MissingField {
+                field: "volume_capabilities",
+            }
+            .into());
         }
         let mut unsupported = Vec::new();
         for (i, cap) in req.volume_capabilities.iter().enumerate() {
@@ -541,10 +608,10 @@ impl ControllerService {
 
     async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, Status> {
         if req.max_entries < 0 {
-            return Err(Status::invalid_argument(format!(
-                "max_entries {} must not be negative",
-                req.max_entries
-            )));
+            return Err(ControllerError::NegativeMaxEntries {
+                max_entries: req.max_entries,
+            }
+            .into());
         }
         let mut volumes = Api::<VirtualVolume>::all(self.client.clone())
             .list(&ListParams::default())
@@ -568,10 +635,10 @@ impl ControllerService {
             match req.starting_token.parse::<usize>() {
                 Ok(n) if n <= volumes.len() => n,
                 _ => {
-                    return Err(Status::aborted(format!(
-                        "starting_token {:?} is not valid (no longer or never returned by ListVolumes)",
-                        req.starting_token
-                    )));
+                    return Err(ControllerError::BadStartingToken {
+                        token: req.starting_token,
+                    }
+                    .into());
                 }
             }
         };
@@ -666,7 +733,9 @@ impl ControllerService {
         let range = req
             .capacity_range
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+            .ok_or(ControllerError::MissingField {
+                field: "capacity_range",
+            })?;
         let wanted = params::size_for(Some(range))?;
         let _guard = self.in_flight.try_acquire(&volume_id)?;
         let (ns, name, vv) = self.existing(&volume_id).await?;
@@ -678,9 +747,12 @@ impl ControllerService {
                     node_expansion_required: true,
                 });
             }
-            return Err(Status::out_of_range(format!(
-                "volume {volume_id} is {current} bytes; it can grow but never shrink to {wanted}"
-            )));
+            return Err(ControllerError::Shrink {
+                volume_id,
+                current,
+                wanted,
+            }
+            .into());
         }
         if wanted > current {
             let patch = json!({"spec": {"size": wanted.to_string()}});
@@ -690,11 +762,13 @@ impl ControllerService {
                 .map_err(api_err("resize", "VirtualVolume", &volume_id))?;
         }
         let deadline = Instant::now() + self.config.wait_timeout;
+        let mut changes = Changes::watch(&self.client, &ns, &name, self.config.poll_interval);
         loop {
-            let vv = self
-                .get_volume(&ns, &name)
-                .await?
-                .ok_or_else(|| Status::not_found(format!("volume {volume_id} was deleted")))?;
+            let vv = self.get_volume(&ns, &name).await?.ok_or_else(|| {
+                ControllerError::DeletedWhileExpanding {
+                    volume_id: volume_id.clone(),
+                }
+            })?;
             let reported = vv.status.as_ref().map_or(0, |s| s.size_bytes);
             if reported >= wanted {
                 return Ok(ControllerExpandVolumeResponse {
@@ -702,12 +776,14 @@ impl ControllerService {
                     node_expansion_required: true,
                 });
             }
-            if Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "volume {volume_id}: real volumes report {reported} bytes, not yet {wanted}"
-                )));
+            if !changes.next_before(deadline).await {
+                return Err(ControllerError::NotGrown {
+                    volume_id,
+                    reported,
+                    wanted,
+                }
+                .into());
             }
-            tokio::time::sleep(self.config.poll_interval).await;
         }
     }
 }
