@@ -26,7 +26,7 @@ async fn a_primary_restarted_without_its_secondary_acknowledges_nothing_under_sy
         volume_id: VOLUME.into(),
         epoch: 1,
         offset,
-        data: vec![byte; 4096].into(),
+        data: vec![byte; 4096],
         fua: false,
     };
     let flush = || FlushRequest {
