@@ -28,6 +28,13 @@ use crate::ZONE_LABEL;
         description = "storage systems ready"
     ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
+    printcolumn(name = "Cordoned", type_ = "boolean", json_path = ".spec.cordoned"),
+    printcolumn(
+        name = "Primaries",
+        type_ = "integer",
+        json_path = ".status.primaries",
+        description = "while cordoned: primaries still here"
+    ),
     printcolumn(
         name = "Free",
         type_ = "integer",
@@ -63,6 +70,16 @@ pub struct DataCenterSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new("self.all(k, self[k] > 0)").message("spec.proximity values must be positive"))]
     pub proximity: BTreeMap<String, u32>,
+
+    /// Drain this data center of primaries: while true, the operator moves
+    /// every primary here to the nearest uncordoned member by planned
+    /// relocation (flush, fence, swap: nothing is lost), once the volume is
+    /// not attached to a node (a running pod keeps its primary until it
+    /// stops), and no new primary is placed here; a pod here is served by
+    /// the nearest uncordoned replica. Its replicas stay, as secondaries.
+    /// `status.primaries` shows the progress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
 }
 
 /// What the operator found in a data center.
@@ -88,6 +105,14 @@ pub struct DataCenterStatus {
     /// Free space on the ready storage systems, bytes.
     #[serde(default)]
     pub free_bytes: u64,
+    /// While cordoned: primaries still held in this data center (the drain
+    /// is done at 0), counted from the VirtualVolumes' status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primaries: Option<u32>,
+    /// While cordoned: those of them that wait because their volume is
+    /// attached to a node (they move once its pod stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primaries_attached: Option<u32>,
     /// `Ready`: at least one storage system is ready.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -190,6 +215,7 @@ mod tests {
         let z = dc(
             "x",
             DataCenterSpec {
+                cordoned: false,
                 zone: Some("eu-1".into()),
                 ..Default::default()
             },
@@ -199,6 +225,7 @@ mod tests {
         let s = dc(
             "y",
             DataCenterSpec {
+                cordoned: false,
                 node_selector: Some(labels(&[("site", "y"), ("tier", "storage")])),
                 ..Default::default()
             },
@@ -213,6 +240,7 @@ mod tests {
             dc(
                 "b",
                 DataCenterSpec {
+                    cordoned: false,
                     zone: Some("z".into()),
                     ..Default::default()
                 },
@@ -220,6 +248,7 @@ mod tests {
             dc(
                 "a",
                 DataCenterSpec {
+                    cordoned: false,
                     zone: Some("z".into()),
                     ..Default::default()
                 },

@@ -23,20 +23,30 @@ pub fn distance(from: &str, to: &str, data_centers: &[DataCenter]) -> Option<u64
     declared(from, to).or_else(|| declared(to, from))
 }
 
+/// Whether the DataCenter named `name` is cordoned (holds no primary).
+pub fn is_cordoned(name: &str, data_centers: &[DataCenter]) -> bool {
+    data_centers
+        .iter()
+        .any(|dc| dc.metadata.name.as_deref() == Some(name) && dc.spec.cordoned)
+}
+
 /// The data center whose replica should be primary when the volume is wanted
 /// in `wanted_dc`: `wanted_dc` itself if it is a member, else the member
-/// nearest to it. `None` when no member has a known distance to `wanted_dc`
-/// (the caller then keeps the current primary).
+/// nearest to it. A cordoned member is never chosen. `None` when no
+/// uncordoned member has a known distance to `wanted_dc` (the caller then
+/// keeps the current primary).
 pub fn choose_primary(
     wanted_dc: &str,
     member_dcs: &[String],
     data_centers: &[DataCenter],
 ) -> Option<String> {
-    if member_dcs.iter().any(|m| m == wanted_dc) {
+    let eligible = |m: &&String| !is_cordoned(m, data_centers);
+    if member_dcs.iter().filter(eligible).any(|m| m == wanted_dc) {
         return Some(wanted_dc.to_string());
     }
     member_dcs
         .iter()
+        .filter(eligible)
         .filter_map(|m| distance(wanted_dc, m, data_centers).map(|d| (d, m)))
         .min()
         .map(|(_, m)| m.clone())
@@ -69,6 +79,7 @@ mod tests {
         let mut d = DataCenter::new(
             name,
             DataCenterSpec {
+                cordoned: false,
                 zone: None,
                 node_selector: None,
                 proximity: prox
@@ -160,5 +171,26 @@ mod tests {
             reachable_from(&members(&["a", "z"]), &dcs),
             members(&["a", "z"])
         );
+    }
+
+    #[test]
+    fn a_cordoned_member_is_never_chosen() {
+        let mut dcs = vec![
+            dc("a", &[("b", 2), ("c", 10)]),
+            dc("b", &[("a", 2)]),
+            dc("c", &[]),
+        ];
+        dcs[0].spec.cordoned = true;
+        let m = members(&["a", "b", "c"]);
+        // Wanted in the cordoned member itself: its nearest other member.
+        assert_eq!(choose_primary("a", &m, &dcs).as_deref(), Some("b"));
+        assert!(is_cordoned("a", &dcs) && !is_cordoned("b", &dcs));
+        // Every member cordoned: nothing to choose, the caller keeps it.
+        for d in &mut dcs {
+            d.spec.cordoned = true;
+        }
+        assert_eq!(choose_primary("a", &m, &dcs), None);
+        // Still usable from there (served by no one new), as it holds replicas.
+        assert_eq!(reachable_from(&m, &dcs), m);
     }
 }

@@ -805,3 +805,102 @@ async fn a_virtual_volume_applied_by_hand_serves_a_pod_through_a_static_pv() -> 
     ns.delete().await?;
     Ok(())
 }
+
+/// Sets `spec.cordoned` of a DataCenter.
+async fn set_cordoned(cluster: &TestCluster, dc: &str, cordoned: bool) -> TestResult {
+    let patch = json!({ "spec": { "cordoned": cordoned } }).to_string();
+    cluster
+        .kubectl(&["patch", "datacenter", dc, "--type", "merge", "-p", &patch])
+        .await?;
+    Ok(())
+}
+
+/// Draining a data center: with dc-a cordoned, the primary of a volume
+/// written there moves to dc-b by planned relocation once its pod is gone,
+/// the DataCenter counts no primary left of it, and a new pod in dc-a is
+/// served from dc-b with every byte. dc-a is uncordoned again, whatever
+/// happened.
+#[tokio::test]
+async fn cordoning_a_data_center_moves_its_primaries_out_with_every_byte() -> TestResult {
+    let cluster = TestCluster::get().await?;
+    let drained = cordon_and_read_back(&cluster).await;
+    set_cordoned(&cluster, "dc-a", false).await?;
+    drained
+}
+
+async fn cordon_and_read_back(cluster: &TestCluster) -> TestResult {
+    let (_, ns, class) = claim_on_own_class(
+        json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync", "failurePolicy": "Block" }),
+        Mode::Filesystem,
+        "64Mi",
+    )
+    .await?;
+    let (writer, reader) = scripts(Mode::Filesystem);
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("writer", "dc-a", "data", Mode::Filesystem, &writer),
+        )
+        .await?;
+    let written = run_to_completion(cluster, ns.name(), "writer").await?;
+    let (vv_ns, vv_name) = virtual_volume_of(cluster, ns.name(), "data").await?;
+    let (primary, epoch) = primary_and_epoch(cluster, &vv_ns, &vv_name).await?;
+    assert_eq!(primary, "dc-a");
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
+        .await?;
+
+    set_cordoned(cluster, "dc-a", true).await?;
+    let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, &vv_ns);
+    wait_until(
+        "the primary to leave cordoned dc-a",
+        POD_TIMEOUT,
+        || async {
+            let status = vvs
+                .get(&vv_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            match status.primary_data_center.as_deref() {
+                Some("dc-b") if status.epoch > epoch => Ok(()),
+                other => Err(format!("primary {other:?} at epoch {}", status.epoch)),
+            }
+        },
+    )
+    .await?;
+    let dcs: Api<roam_crds::DataCenter> = Api::all(cluster.client().await?);
+    wait_until("dc-a to report its primaries", POD_TIMEOUT, || async {
+        let status = dcs
+            .get("dc-a")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        // Other tests' volumes may still be attached there; this one is not.
+        match (status.primaries, status.primaries_attached) {
+            (Some(left), Some(attached)) if left == attached => Ok(()),
+            other => Err(format!("primaries, attached: {other:?}")),
+        }
+    })
+    .await?;
+
+    // A pod in the cordoned data center is served from dc-b.
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns.name(), "-f", "-"],
+            &pod("reader", "dc-a", "data", Mode::Filesystem, &reader),
+        )
+        .await?;
+    let read = run_to_completion(cluster, ns.name(), "reader").await?;
+    assert_eq!(read, written, "every byte written before the cordon");
+    let (primary, _) = primary_and_epoch(cluster, &vv_ns, &vv_name).await?;
+    assert_eq!(primary, "dc-b", "no primary returns to cordoned dc-a");
+
+    delete_pod_and_claim(cluster, ns.name(), "reader").await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
+        .await?;
+    Ok(())
+}

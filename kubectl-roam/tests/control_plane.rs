@@ -157,6 +157,7 @@ impl Env {
         let mut d = DataCenter::new(
             &name,
             DataCenterSpec {
+                cordoned: false,
                 zone: None,
                 node_selector: None,
                 proximity: Default::default(),

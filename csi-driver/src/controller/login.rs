@@ -85,6 +85,7 @@ mod tests {
         DataCenter::new(
             name,
             DataCenterSpec {
+                cordoned: false,
                 zone: None,
                 node_selector: None,
                 proximity: prox

@@ -169,3 +169,29 @@ pub fn status(
     );
     st
 }
+
+/// A cordoned data center's drain progress: how many of `volumes` still have
+/// their primary in `dc`, and how many of those are attached to a node
+/// (they wait for their pod to stop).
+pub fn primaries_in(dc: &str, volumes: &[roam_crds::VirtualVolume]) -> (u32, u32) {
+    let here: Vec<_> = volumes
+        .iter()
+        .filter(|v| {
+            v.status
+                .as_ref()
+                .and_then(|s| s.primary_data_center.as_deref())
+                == Some(dc)
+        })
+        .collect();
+    let attached = here
+        .iter()
+        .filter(|v| {
+            v.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(roam_crds::ATTACHED_NODE_ANNOTATION))
+                .is_some_and(|n| !n.is_empty())
+        })
+        .count();
+    (here.len() as u32, attached as u32)
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 use roam_crds::{DataCenter, DataCenterSpec, ZONE_LABEL, conditions};
 
-use super::plan::{NodeView, Probe, status};
+use super::plan::{NodeView, Probe, primaries_in, status};
 
 fn node(name: &str, zone: &str, endpoint: Option<&str>) -> NodeView {
     NodeView {
@@ -145,4 +145,35 @@ fn rtt_is_rewritten_only_when_it_changes_meaningfully() {
     assert_eq!(settle_rtt(Some(0.4), 60.0), 60.0);
     assert_eq!(settle_rtt(Some(60.0), 0.5), 0.5);
     assert_eq!(settle_rtt(Some(60.0), 80.0), 80.0);
+}
+
+#[test]
+fn a_cordon_counts_the_primaries_left_and_those_attached() {
+    use roam_crds::{VirtualVolume, VirtualVolumeStatus};
+    let vv = |primary: &str, attached: bool| {
+        let mut v: VirtualVolume = serde_json::from_value(serde_json::json!({
+            "apiVersion": "roam.dev/v1alpha1",
+            "kind": "VirtualVolume",
+            "metadata": { "name": "v", "namespace": "ns" },
+            "spec": { "size": "1Gi", "replicas": 2, "transferType": "Sync", "failurePolicy": "Block" }
+        }))
+        .expect("a VirtualVolume");
+        v.status = Some(VirtualVolumeStatus {
+            primary_data_center: Some(primary.into()),
+            ..Default::default()
+        });
+        if attached {
+            v.metadata.annotations = Some(
+                [(
+                    roam_crds::ATTACHED_NODE_ANNOTATION.to_string(),
+                    "node-a".to_string(),
+                )]
+                .into(),
+            );
+        }
+        v
+    };
+    let volumes = [vv("dc-a", false), vv("dc-a", true), vv("dc-b", true)];
+    assert_eq!(primaries_in("dc-a", &volumes), (2, 1));
+    assert_eq!(primaries_in("dc-c", &volumes), (0, 0));
 }

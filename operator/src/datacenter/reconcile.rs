@@ -43,7 +43,21 @@ pub async fn reconcile(dc: Arc<DataCenter>, ctx: Arc<Context>) -> Result<Requeue
         .filter_map(|n| n.endpoint.clone())
         .collect();
     let probes = apply::probe_all(endpoints).await;
-    let status = plan::status(&dc, &nodes, &probes, Timestamp::now());
+    let mut status = plan::status(&dc, &nodes, &probes, Timestamp::now());
+    if dc.spec.cordoned {
+        // Only while cordoned: a list of every volume is not free.
+        let volumes = kube::Api::<roam_crds::VirtualVolume>::all(ctx.client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|source| Error::ReadObject {
+                kind: "VirtualVolume",
+                name: "(all, for the cordon's progress)".into(),
+                source: Box::new(source),
+            })?;
+        let (primaries, attached) = plan::primaries_in(&dc.name_any(), &volumes.items);
+        status.primaries = Some(primaries);
+        status.primaries_attached = Some(attached);
+    }
     let was = dc
         .status
         .as_ref()

@@ -79,6 +79,9 @@ pub struct Input<'a> {
     pub size_bytes: u64,
     /// Data center where the volume is wanted (attached node, or a pod's node).
     pub wanted_dc: Option<String>,
+    /// Published to a node (the CSI log-in's attached-node annotation): a
+    /// frontend runs against the current primary at its epoch.
+    pub attached: bool,
     pub data_centers: &'a [DataCenter],
     pub group: Option<&'a CopyVolumeGroup>,
     /// When the pending intent in the group spec was written.
@@ -770,10 +773,31 @@ fn plan_with_primary(
         now.clone(),
     );
 
-    let target = i
-        .wanted_dc
-        .as_deref()
-        .and_then(|w| proximity::choose_primary(w, member_dcs, i.data_centers));
+    // Where the primary belongs: nearest to where the volume is wanted or,
+    // when it is wanted nowhere, where it is, unless that data center is
+    // cordoned (choose_primary never picks a cordoned member).
+    let here = i.wanted_dc.as_deref().unwrap_or(p);
+    let mut target = proximity::choose_primary(here, member_dcs, i.data_centers);
+    if i.attached
+        && proximity::is_cordoned(p, i.data_centers)
+        && target.as_deref().is_some_and(|t| t != p)
+    {
+        // Moving it would fence the running frontend out from under its
+        // pod: the cordon waits for the volume to be detached.
+        target = None;
+        conditions::set(
+            &mut vstatus.conditions,
+            conditions::RELOCATING,
+            false,
+            "CordonWaitsForDetach",
+            format!(
+                "primary in cordoned {p} stays while the volume is attached to a node; it \
+                 moves once the pod stops"
+            ),
+            i.generation,
+            now.clone(),
+        );
+    }
     if let Some(t) = target.filter(|t| t != p) {
         if present(i, &t).is_some() {
             let epoch = ep + 1;

@@ -26,6 +26,7 @@ fn dc(name: &str, prox: &[(&str, u32)], ready: bool, free: u64) -> DataCenter {
     let mut d = DataCenter::new(
         name,
         DataCenterSpec {
+            cordoned: false,
             zone: None,
             node_selector: None,
             proximity: prox.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -139,6 +140,7 @@ fn primary_with(epoch: u64, secs: &[(&str, MemberState, u64)]) -> ReplicaObs {
 struct Case {
     spec: VirtualVolumeSpec,
     wanted: Option<&'static str>,
+    attached: bool,
     group: Option<CopyVolumeGroup>,
     replicas: Vec<(&'static str, ReplicaObs)>,
     dcs: Vec<DataCenter>,
@@ -150,6 +152,7 @@ impl Case {
         Self {
             spec,
             wanted: None,
+            attached: false,
             group: None,
             replicas: vec![],
             dcs: three_dcs(),
@@ -164,6 +167,7 @@ impl Case {
             spec: &self.spec,
             size_bytes: roam_crds::quantity::parse_bytes(&self.spec.size).unwrap(),
             wanted_dc: self.wanted.map(String::from),
+            attached: self.attached,
             data_centers: &self.dcs,
             group: self.group.as_ref(),
             intent_at: Some(self.now - SignedDuration::from_millis(1500)),
@@ -468,6 +472,77 @@ fn wanted_elsewhere_writes_intent_first() {
     );
     assert_eq!(p.volume_status.phase, VolumePhase::Relocating);
     assert!(p.notes.iter().any(|n| n.reason == "RelocationStarted"));
+}
+
+fn cordon(c: &mut Case, dc: &str) {
+    c.dcs
+        .iter_mut()
+        .filter(|d| d.metadata.name.as_deref() == Some(dc))
+        .for_each(|d| d.spec.cordoned = true);
+}
+
+#[test]
+fn a_cordoned_primary_moves_out_when_nobody_uses_the_volume() {
+    let mut c = steady_ab("a");
+    cordon(&mut c, "a");
+    let p = c.run();
+    assert_eq!(
+        p.actions,
+        vec![Action::WriteIntent {
+            primary: "b".into(),
+            epoch: 4,
+            reason: IntentReason::Relocate
+        }]
+    );
+    assert_eq!(p.volume_status.phase, VolumePhase::Relocating);
+}
+
+#[test]
+fn a_pod_in_a_cordoned_data_center_is_served_from_the_nearest_other() {
+    let mut c = steady_ab("a");
+    cordon(&mut c, "a");
+    c.wanted = Some("a");
+    let p = c.run();
+    assert_eq!(
+        p.actions,
+        vec![Action::WriteIntent {
+            primary: "b".into(),
+            epoch: 4,
+            reason: IntentReason::Relocate
+        }]
+    );
+}
+
+#[test]
+fn a_cordon_waits_while_the_volume_is_attached() {
+    let mut c = steady_ab("a");
+    cordon(&mut c, "a");
+    c.wanted = Some("a");
+    c.attached = true;
+    let p = c.run();
+    assert!(
+        p.actions.is_empty(),
+        "no move under a running pod: {:?}",
+        p.actions
+    );
+    assert_eq!(p.volume_status.phase, VolumePhase::Ready);
+    let relocating = p
+        .volume_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == roam_crds::conditions::RELOCATING)
+        .expect("a Relocating condition");
+    assert_eq!(relocating.reason, "CordonWaitsForDetach");
+}
+
+#[test]
+fn no_primary_moves_into_a_cordoned_data_center() {
+    let mut c = steady_ab("a");
+    cordon(&mut c, "b");
+    c.wanted = Some("b");
+    let p = c.run();
+    assert!(p.actions.is_empty(), "stays in a: {:?}", p.actions);
+    assert_eq!(p.volume_status.phase, VolumePhase::Ready);
 }
 
 #[test]

@@ -182,6 +182,10 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
             spec: &vv.spec,
             size_bytes,
             wanted_dc: wanted.clone(),
+            attached: vv
+                .annotations()
+                .get(roam_crds::ATTACHED_NODE_ANNOTATION)
+                .is_some_and(|n| !n.is_empty()),
             data_centers: &dcs,
             group: group.as_ref(),
             intent_at,

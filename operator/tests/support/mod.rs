@@ -290,6 +290,7 @@ impl Env {
         let mut d = DataCenter::new(
             &name,
             DataCenterSpec {
+                cordoned: false,
                 zone: None,
                 node_selector: None,
                 proximity: proximity.iter().map(|(k, v)| (self.dc(k), *v)).collect(),
