@@ -4,7 +4,12 @@ use roam_engine::EngineError;
 use tonic::{Code, Status};
 
 /// Metadata key naming the engine's refusal class, so a peer can tell a stale
-/// epoch from an ordering error (both FAILED_PRECONDITION).
+/// epoch from an ordering error (both FAILED_PRECONDITION). Values:
+/// `stale-epoch`, `no-space`, `out-of-order`, `invalid`, `not-found`,
+/// `not-ready` (a copy into the replica is unfinished, or it lacks what a
+/// hand-over needs: nothing changed), `unavailable` (closed, failed, or its
+/// lease ran out), `internal` (the outcome is unknown). A status without the
+/// key is read as `internal`, except NOT_FOUND and the connection errors.
 pub const REFUSAL_KEY: &str = "roam-refusal";
 
 #[derive(Debug, thiserror::Error)]

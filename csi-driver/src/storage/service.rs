@@ -1,6 +1,21 @@
 //! The storage system API (storage.proto) over the engine. Each handler
 //! validates its request, finds the replica and delegates; engine errors map
 //! to status codes in one place ([`super::error`]).
+//!
+//! What a caller of Write and Flush relies on (a Sync group):
+//! - a Write or Flush completes only once every member of the in-sync set
+//!   holds it (`MemberStatus.in_sync`), whether that member streams, is being
+//!   copied to, or has not been heard from since this primary restarted;
+//!   under Block a member never leaves the set, so with one unreachable
+//!   Writes and Flushes fail with DEADLINE_EXCEEDED after the ack timeout;
+//!   under Degrade it leaves the set (durably recorded first) after the ack
+//!   timeout, and the Write completes;
+//! - UNAVAILABLE with refusal `unavailable`: the replica failed a write or
+//!   sync of its files (reopen the storage system to replay its journal), or
+//!   its lease ran out; nothing is acknowledged until then;
+//! - TransferPrimary fails with FAILED_PRECONDITION while any member of the
+//!   in-sync set lacks a write, or when the target is not in the set; the old
+//!   primary takes writes again unless the outcome is unknown (UNAVAILABLE).
 
 use std::sync::Arc;
 
