@@ -133,6 +133,26 @@ async fn run_to_completion(
     Ok(logs)
 }
 
+/// Starts a pod on claim `data`-like `claim` in `zone` running `script`,
+/// and waits for it to succeed; returns its logs.
+async fn run_pod(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    zone: &str,
+    claim: &str,
+    mode: Mode,
+    script: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod(name, zone, claim, mode, script),
+        )
+        .await?;
+    run_to_completion(cluster, ns, name).await
+}
+
 /// The VirtualVolume behind a bound claim: the PV's CSI volume handle is
 /// `<namespace>/<name>` of it.
 async fn virtual_volume_of(
@@ -276,13 +296,7 @@ async fn data_follows(
 ) -> TestResult {
     let (cluster, ns, class) = claim_on_own_class(class_params, mode, size).await?;
 
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("writer", from, "data", mode, &writer),
-        )
-        .await?;
-    let written = run_to_completion(&cluster, ns.name(), "writer").await?;
+    let written = run_pod(&cluster, ns.name(), "writer", from, "data", mode, &writer).await?;
     let (vv_ns, vv_name) = virtual_volume_of(&cluster, ns.name(), "data").await?;
     let (primary, epoch) = primary_and_epoch(&cluster, &vv_ns, &vv_name).await?;
     assert_eq!(
@@ -293,13 +307,7 @@ async fn data_follows(
         .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
         .await?;
 
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("reader", to, "data", mode, &reader),
-        )
-        .await?;
-    let read = run_to_completion(&cluster, ns.name(), "reader").await?;
+    let read = run_pod(&cluster, ns.name(), "reader", to, "data", mode, &reader).await?;
     assert_eq!(
         read, written,
         "every byte written in {from} is read in {to}"
@@ -575,13 +583,16 @@ async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_fi
     )
     .await?;
     let (writer, reader) = scripts(Mode::Filesystem);
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("writer", "dc-b", "data", Mode::Filesystem, &writer),
-        )
-        .await?;
-    let written = run_to_completion(&cluster, ns.name(), "writer").await?;
+    let written = run_pod(
+        &cluster,
+        ns.name(),
+        "writer",
+        "dc-b",
+        "data",
+        Mode::Filesystem,
+        &writer,
+    )
+    .await?;
     cluster
         .kubectl(&["delete", "pod", "-n", ns.name(), "writer", "--wait=true"])
         .await?;
@@ -590,13 +601,16 @@ async fn an_ext4_volume_grown_between_pods_is_bigger_in_the_next_pod_with_its_fi
     // The external-resizer grows the volume; the filesystem follows when the
     // next pod's node stages it.
     let reader = format!("{reader}; df -k /data | tail -1");
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("reader", "dc-c", "data", Mode::Filesystem, &reader),
-        )
-        .await?;
-    let read = run_to_completion(&cluster, ns.name(), "reader").await?;
+    let read = run_pod(
+        &cluster,
+        ns.name(),
+        "reader",
+        "dc-c",
+        "data",
+        Mode::Filesystem,
+        &reader,
+    )
+    .await?;
     let (sums, df) = read
         .trim_end()
         .rsplit_once('\n')
@@ -648,13 +662,16 @@ async fn a_pod_walks_every_data_center_and_keeps_every_file() -> TestResult {
             "set -e; {checks}echo 'written at stop {stop}' > /data/stop-{stop}; sync; \
              ls /data | grep -c '^stop-'"
         );
-        cluster
-            .kubectl_with_input(
-                &["apply", "-n", ns.name(), "-f", "-"],
-                &pod(&name, zone, "data", Mode::Filesystem, &script),
-            )
-            .await?;
-        let files = run_to_completion(&cluster, ns.name(), &name).await?;
+        let files = run_pod(
+            &cluster,
+            ns.name(),
+            &name,
+            zone,
+            "data",
+            Mode::Filesystem,
+            &script,
+        )
+        .await?;
         assert_eq!(
             files.trim(),
             (stop + 1).to_string(),
@@ -765,13 +782,16 @@ async fn a_virtual_volume_applied_by_hand_serves_a_pod_through_a_static_pv() -> 
         )
         .await?;
     let script = "set -e; echo 'statically provisioned' > /data/note; sync; cat /data/note";
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("static-user", "dc-b", "data", Mode::Filesystem, script),
-        )
-        .await?;
-    let out = run_to_completion(&cluster, ns.name(), "static-user").await?;
+    let out = run_pod(
+        &cluster,
+        ns.name(),
+        "static-user",
+        "dc-b",
+        "data",
+        Mode::Filesystem,
+        script,
+    )
+    .await?;
     assert_eq!(out.trim(), "statically provisioned");
     let (primary, _) = primary_and_epoch(&cluster, ns.name(), "static").await?;
     assert_eq!(primary, "dc-b", "the primary followed the pod");
@@ -836,13 +856,16 @@ async fn cordon_and_read_back(cluster: &TestCluster) -> TestResult {
     )
     .await?;
     let (writer, reader) = scripts(Mode::Filesystem);
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("writer", "dc-a", "data", Mode::Filesystem, &writer),
-        )
-        .await?;
-    let written = run_to_completion(cluster, ns.name(), "writer").await?;
+    let written = run_pod(
+        cluster,
+        ns.name(),
+        "writer",
+        "dc-a",
+        "data",
+        Mode::Filesystem,
+        &writer,
+    )
+    .await?;
     let (vv_ns, vv_name) = virtual_volume_of(cluster, ns.name(), "data").await?;
     let (primary, epoch) = primary_and_epoch(cluster, &vv_ns, &vv_name).await?;
     assert_eq!(primary, "dc-a");
@@ -886,13 +909,16 @@ async fn cordon_and_read_back(cluster: &TestCluster) -> TestResult {
     .await?;
 
     // A pod in the cordoned data center is served from dc-b.
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("reader", "dc-a", "data", Mode::Filesystem, &reader),
-        )
-        .await?;
-    let read = run_to_completion(cluster, ns.name(), "reader").await?;
+    let read = run_pod(
+        cluster,
+        ns.name(),
+        "reader",
+        "dc-a",
+        "data",
+        Mode::Filesystem,
+        &reader,
+    )
+    .await?;
     assert_eq!(read, written, "every byte written before the cordon");
     let (primary, _) = primary_and_epoch(cluster, &vv_ns, &vv_name).await?;
     assert_eq!(primary, "dc-b", "no primary returns to cordoned dc-a");
