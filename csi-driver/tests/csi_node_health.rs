@@ -9,7 +9,6 @@
 
 mod csi_support;
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -17,9 +16,6 @@ use csi_support::*;
 use roam_proto::csi::node_client::NodeClient;
 use roam_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use roam_proto::csi::*;
-use roam_proto::storage::{
-    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GroupSpec, Member, TransferType,
-};
 use tonic::transport::Channel;
 
 const VOLUME: &str = "broken-frontend";
@@ -54,32 +50,7 @@ struct Staged {
 /// staged (ext4) through it.
 async fn stage_one(dir: &Path) -> Staged {
     let (storage, storage_endpoint) = spawn_storage(dir, "dc-a", "node-a", free_port());
-    let mut admin = storage_client(&storage_endpoint).await;
-    admin
-        .create_replica(CreateReplicaRequest {
-            volume_id: VOLUME.into(),
-            size_bytes: 64 << 20,
-        })
-        .await
-        .expect("CreateReplica");
-    admin
-        .configure_group(ConfigureGroupRequest {
-            volume_id: VOLUME.into(),
-            group: Some(GroupSpec {
-                members: vec![Member {
-                    data_center: "dc-a".into(),
-                    endpoint: storage_endpoint.clone(),
-                }],
-                primary: "dc-a".into(),
-                epoch: 1,
-                transfer_type: TransferType::Sync as i32,
-                failure_policy: FailurePolicy::Block as i32,
-                max_lag_bytes: 0,
-                max_lag_seconds: 0,
-            }),
-        })
-        .await
-        .expect("ConfigureGroup");
+    sole_member_volume(&storage_endpoint, "dc-a", VOLUME, 64 << 20).await;
     let (node_proc, node_endpoint) =
         spawn_node(dir, "node-a", "dc-a", &storage_endpoint, free_port());
     let mut node = node_client(&node_endpoint).await;
@@ -88,12 +59,7 @@ async fn stage_one(dir: &Path) -> Staged {
     std::fs::create_dir_all(&staging).expect("staging dir");
     node.node_stage_volume(NodeStageVolumeRequest {
         volume_id: VOLUME.into(),
-        publish_context: HashMap::from([
-            ("storageEndpoint".to_owned(), storage_endpoint.clone()),
-            ("volumeId".to_owned(), VOLUME.to_owned()),
-            ("epoch".to_owned(), "1".to_owned()),
-            ("dataCenter".to_owned(), "dc-a".to_owned()),
-        ]),
+        publish_context: publish_context(&storage_endpoint, VOLUME, 1, "dc-a"),
         staging_target_path: staging.to_string_lossy().into(),
         volume_capability: Some(VolumeCapability {
             access_type: Some(AccessType::Mount(MountVolume {

@@ -11,7 +11,6 @@
 
 mod csi_support;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,9 +22,6 @@ use roam_proto::csi::volume_capability::{
     AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
 };
 use roam_proto::csi::*;
-use roam_proto::storage::{
-    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GroupSpec, Member, TransferType,
-};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -99,32 +95,7 @@ async fn setup(volume: &str) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_owned();
     let (storage, storage_endpoint) = spawn_storage(&dir, "dc-a", "node-a", free_port());
-    let mut client = storage_client(&storage_endpoint).await;
-    client
-        .create_replica(CreateReplicaRequest {
-            volume_id: volume.into(),
-            size_bytes: SIZE,
-        })
-        .await
-        .expect("CreateReplica");
-    client
-        .configure_group(ConfigureGroupRequest {
-            volume_id: volume.into(),
-            group: Some(GroupSpec {
-                members: vec![Member {
-                    data_center: "dc-a".into(),
-                    endpoint: storage_endpoint.clone(),
-                }],
-                primary: "dc-a".into(),
-                epoch: 1,
-                transfer_type: TransferType::Sync as i32,
-                failure_policy: FailurePolicy::Block as i32,
-                max_lag_bytes: 0,
-                max_lag_seconds: 0,
-            }),
-        })
-        .await
-        .expect("ConfigureGroup");
+    sole_member_volume(&storage_endpoint, "dc-a", volume, SIZE).await;
     let (node_proc, node_endpoint) =
         spawn_node(&dir, "node-a", "dc-a", &storage_endpoint, free_port());
     let node = node_client(&node_endpoint).await;
@@ -143,12 +114,7 @@ async fn stage(s: &mut Setup, volume: &str, staging: &Path, block: bool) {
     s.node
         .node_stage_volume(NodeStageVolumeRequest {
             volume_id: volume.into(),
-            publish_context: HashMap::from([
-                ("storageEndpoint".to_owned(), s.storage_endpoint.clone()),
-                ("volumeId".to_owned(), volume.to_owned()),
-                ("epoch".to_owned(), "1".to_owned()),
-                ("dataCenter".to_owned(), "dc-a".to_owned()),
-            ]),
+            publish_context: publish_context(&s.storage_endpoint, volume, 1, "dc-a"),
             staging_target_path: staging.to_string_lossy().into(),
             volume_capability: Some(capability(block)),
             ..Default::default()

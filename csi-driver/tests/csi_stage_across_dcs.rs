@@ -38,12 +38,7 @@ fn mount_capability() -> VolumeCapability {
 }
 
 fn context(endpoint: &str, epoch: u64, dc: &str) -> HashMap<String, String> {
-    HashMap::from([
-        ("storageEndpoint".to_owned(), endpoint.to_owned()),
-        ("volumeId".to_owned(), REAL_ID.to_owned()),
-        ("epoch".to_owned(), epoch.to_string()),
-        ("dataCenter".to_owned(), dc.to_owned()),
-    ])
+    publish_context(endpoint, REAL_ID, epoch, dc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

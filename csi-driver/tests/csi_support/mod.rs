@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 use roam_proto::csi::ProbeRequest;
 use roam_proto::csi::identity_client::IdentityClient;
 use roam_proto::csi::node_client::NodeClient;
-use roam_proto::storage::GetInfoRequest;
 use roam_proto::storage::storage_client::StorageClient;
+use roam_proto::storage::{
+    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetInfoRequest, GroupSpec, Member,
+    TransferType,
+};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roam-csi");
@@ -216,4 +219,52 @@ pub fn loops_under(dir: &Path) -> Vec<String> {
 
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// The operator's part for a volume of one replica: creates `volume`
+/// (`size` bytes) on the storage system at `endpoint` and makes it the sole
+/// member, data center `dc`, primary at epoch 1 (Sync, Block).
+pub async fn sole_member_volume(endpoint: &str, dc: &str, volume: &str, size: u64) {
+    let mut admin = storage_client(endpoint).await;
+    admin
+        .create_replica(CreateReplicaRequest {
+            volume_id: volume.into(),
+            size_bytes: size,
+        })
+        .await
+        .expect("CreateReplica");
+    admin
+        .configure_group(ConfigureGroupRequest {
+            volume_id: volume.into(),
+            group: Some(GroupSpec {
+                members: vec![Member {
+                    data_center: dc.into(),
+                    endpoint: endpoint.into(),
+                }],
+                primary: dc.into(),
+                epoch: 1,
+                transfer_type: TransferType::Sync as i32,
+                failure_policy: FailurePolicy::Block as i32,
+                max_lag_bytes: 0,
+                max_lag_seconds: 0,
+            }),
+        })
+        .await
+        .expect("ConfigureGroup");
+}
+
+/// The publish context a CSI log-in returns: the primary's storage
+/// endpoint, the real volume id, the epoch and the data center.
+pub fn publish_context(
+    endpoint: &str,
+    volume: &str,
+    epoch: u64,
+    dc: &str,
+) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        ("storageEndpoint".to_owned(), endpoint.to_owned()),
+        ("volumeId".to_owned(), volume.to_owned()),
+        ("epoch".to_owned(), epoch.to_string()),
+        ("dataCenter".to_owned(), dc.to_owned()),
+    ])
 }
