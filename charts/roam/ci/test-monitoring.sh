@@ -3,9 +3,9 @@
 # real Prometheus (Debian's package) scrapes every Roam pod with the chart's
 # rules loaded, then
 #   - every panel of the chart's Grafana dashboard gets data from it;
-#   - RoamMemberOutOfSync fires when a secondary of the example guestbook's
-#     volume is partitioned from its primary (e2e/cluster/faults.sh), and
-#     clears after the heal.
+#   - RoamMemberOutOfSync fires when a secondary of a volume that a pod of
+#     the test writes to is partitioned from its primary
+#     (e2e/cluster/faults.sh), and clears after the heal.
 # The alert's `for` is shortened to 10s (a value of the chart); scrapes and
 # rule evaluations run every 2s. Every wait is bounded and polls a condition.
 #
@@ -22,7 +22,9 @@ prom_pid=""
 partition=()
 say() { echo "test-monitoring: $*"; }
 fail() { say "FAIL: $*"; exit 1; }
+test_ns=""
 cleanup() {
+    if [[ -n "$test_ns" ]]; then kubectl delete namespace "$test_ns" --wait=false >/dev/null 2>&1 || true; fi
     if ((${#partition[@]})); then bash "$repo/e2e/cluster/faults.sh" heal "${partition[@]}" >/dev/null 2>&1 || true; fi
     if [[ -n "$prom_pid" ]]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
     rm -rf "$work"
@@ -109,13 +111,47 @@ if empty:
 print(f"test-monitoring: all {len(dash['panels'])} dashboard panels have data")
 PY
 
-# The guestbook's volume (it writes every 10 s): partition a secondary.
+# A volume of the test's own, written every second by a pod: partition its
+# primary from a secondary.
+test_ns="roam-monitoring-test-$RANDOM$RANDOM"
+kubectl create namespace "$test_ns" >/dev/null
+kubectl apply -n "$test_ns" -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: probe}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ${ROAM_MONITORING_CLASS:-roam-sync}
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: writer}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: writer
+      image: roam.local/busybox:1.35
+      imagePullPolicy: IfNotPresent
+      command: [sh, -c, 'while true; do date >> /data/probe.log; sync; sleep 1; done']
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {claimName: probe}
+YAML
+kubectl -n "$test_ns" wait --for=condition=Ready pod/writer --timeout=180s >/dev/null
+say "pod writer runs on a Roam volume"
 kubectl-roam() { "$repo/target/debug/kubectl-roam" "$@"; }
-read -r volume primary secondary < <(kubectl-roam status pvc/guestbook -n default -o json | python3 -c '
+read -r volume primary secondary < <(kubectl-roam status pvc/probe -n "$test_ns" -o json | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
 sec = next(m["dataCenter"] for m in v["members"] if m["dataCenter"] != v["primary"])
 print(v["namespace"] + "." + v["name"], v["primary"], sec)')
+writes() { query "sum(roam_storage_writes_total{volume=\"$volume\"})" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+sys.exit(0 if r and float(r[0]["value"][1]) > 0 else 1)' 2>/dev/null; }
+poll 60 "Prometheus sees the writes to $volume" writes
 alert_state() {
     curl -sf "$api/alerts" | python3 -c '
 import json, sys
