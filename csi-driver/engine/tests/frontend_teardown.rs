@@ -220,6 +220,10 @@ async fn a_release_that_never_comes_names_device_and_file_and_a_retry_finishes()
             assert_eq!(f, &file);
             let text = e.to_string();
             assert!(
+                text.contains("(sh) has it open"),
+                "the error names the process that holds the device: {text}"
+            );
+            assert!(
                 text.contains(&*device.to_string_lossy())
                     && text.contains(&*file.to_string_lossy()),
                 "the error names the device and the file it holds: {text}"

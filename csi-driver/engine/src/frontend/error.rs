@@ -28,12 +28,14 @@ pub enum FrontendError {
     #[error(
         "loop device {device} still holds {file} {waited:?} after it was detached: another \
          process has the device open, or another mount namespace still mounts the filesystem \
-         on it; the export stays staged, retry the unstage"
+         on it (seen: {holders}); the export stays staged, retry the unstage"
     )]
     LoopNotReleased {
         device: PathBuf,
         file: PathBuf,
         waited: std::time::Duration,
+        /// Who was seen holding it when the wait gave up.
+        holders: String,
     },
     #[error("probe {device} for a filesystem: {cause}")]
     Probe { device: PathBuf, cause: String },

@@ -107,6 +107,7 @@ impl LoopDevice {
         while self.holds_file(&device) {
             if Instant::now() >= deadline {
                 return Err(FrontendError::LoopNotReleased {
+                    holders: holders(&device),
                     device,
                     file: self.file.clone(),
                     waited: timeout,
@@ -146,6 +147,60 @@ impl Drop for LoopDevice {
 /// backing file before it gives up with [`FrontendError::LoopNotReleased`]
 /// (and leaves the rest for a retry).
 pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who holds `device`, for an error message: processes with it open, and
+/// one process of each other mount namespace that mounts a filesystem from
+/// it (a namespace made while the volume was mounted keeps a copy of the
+/// mount). Read from /proc; "nobody seen" when neither is found.
+fn holders(device: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rdev) = std::fs::metadata(device).map(|m| m.rdev()) else {
+        return "nobody seen".into();
+    };
+    // mountinfo's third field is the mounted device as major:minor.
+    let dev_field = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut seen_ns = std::collections::BTreeSet::new();
+    let mut found = Vec::new();
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for pid in pids.filter(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    }) {
+        let proc_dir = pid.path();
+        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+        let who = format!(
+            "pid {} ({})",
+            pid.file_name().to_string_lossy(),
+            comm.trim()
+        );
+        let opened = std::fs::read_dir(proc_dir.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == device));
+        if opened {
+            found.push(format!("{who} has it open"));
+        }
+        let ns = std::fs::read_link(proc_dir.join("ns/mnt")).ok();
+        if ns.is_some() && ns != own_ns && seen_ns.insert(ns) {
+            let mounts = std::fs::read_to_string(proc_dir.join("mountinfo")).unwrap_or_default();
+            if mounts
+                .lines()
+                .any(|line| line.split(' ').nth(2) == Some(dev_field.as_str()))
+            {
+                found.push(format!("{who} is in a mount namespace that mounts it"));
+            }
+        }
+    }
+    if found.is_empty() {
+        "nobody seen".into()
+    } else {
+        found.join(", ")
+    }
+}
 
 /// The file `device` is bound to, as sysfs names it; None when unbound.
 fn backing_file(device: &Path) -> Option<String> {
