@@ -50,15 +50,18 @@ PY
     echo "scrape_configs:"
     echo "  - job_name: roam"
     echo "    static_configs:"
+    # The running node plugins (host network: their pod address is the node's).
     while read -r node ip; do
+        [[ -n "$ip" ]] || continue
         echo "      - targets: ['$ip:9809', '$ip:9810']"
         echo "        labels: {kubernetes_node: $node, component: csi-node}"
-    done < <(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')
+    done < <(kubectl -n "$ns" get pods -l app.kubernetes.io/component=csi-node --field-selector=status.phase=Running \
+        -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.podIP}{"\n"}{end}')
     while read -r node ip comp; do
         port=8080; [[ "$comp" == csi-controller ]] && port=9808
         echo "      - targets: ['$ip:$port']"
         echo "        labels: {kubernetes_node: $node, component: $comp}"
-    done < <(kubectl -n "$ns" get pods -l 'app.kubernetes.io/component in (operator,csi-controller)' \
+    done < <(kubectl -n "$ns" get pods -l 'app.kubernetes.io/component in (operator,csi-controller)' --field-selector=status.phase=Running \
         -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.podIP} {.metadata.labels.app\.kubernetes\.io/component}{"\n"}{end}')
 } >"$work/prometheus.yml"
 promtool check config "$work/prometheus.yml" >/dev/null
@@ -162,7 +165,10 @@ a = [x for x in json.load(sys.stdin)["data"]["alerts"]
 state = a[0]["state"] if a else "none"
 sys.exit(0 if state == want else 1)' "$volume" "$secondary" "$1" 2>/dev/null
 }
-alert_state none || fail "RoamMemberOutOfSync for $volume/$secondary before any fault"
+in_sync() { query "roam_storage_member_in_sync{volume=\"$volume\",member=\"$secondary\"} == 1" | grep -q '"value"'; }
+# A new volume's secondaries start with a full copy: wait until it is done.
+poll 180 "$secondary holds all of $volume before the fault" in_sync
+poll 60 "no out-of-sync alert for $volume before the fault" alert_state none
 partition=("$primary" "$secondary")
 bash "$repo/e2e/cluster/faults.sh" partition "$primary" "$secondary" >/dev/null
 say "partitioned $primary | $secondary (volume $volume)"
