@@ -442,7 +442,7 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
             let (state, lag_bytes, lag_seconds, applied) = match m.mode {
                 Mode::Streaming { acked } => {
                     let (b, s) = st.cache.lag_after(acked);
-                    let state = if !m.in_sync {
+                    let state = if !m.in_sync || !m.inflight.is_empty() {
                         // Streaming, but its copy is not confirmed yet.
                         MemberState::Resyncing
                     } else if !m.connected && b > 0 {
