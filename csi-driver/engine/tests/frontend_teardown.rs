@@ -245,3 +245,62 @@ async fn a_release_that_never_comes_names_device_and_file_and_a_retry_finishes()
         .expect("a retried teardown finishes the job");
     assert_nothing_left(&stage_dir, &device, &file);
 }
+
+/// A mount namespace made while the volume is staged, as `ip netns exec`,
+/// a node's namespace or a systemd service with private mounts makes one:
+/// it starts with copies of the export's mounts. They go away with the
+/// unmount here (the stack's mount points are shared), so the loop device
+/// lets go and teardown finishes, leaving nothing in either namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mount_namespace_made_while_staged_does_not_hold_the_volume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stage_dir = dir.path().join("stage");
+    let staged = stage(file_target(dir.path(), "copied"), &stage_dir).await;
+    let device = staged.device().expect("loop device").to_owned();
+    let file = stage_dir.join("fuse").join("volume");
+
+    let mut copier = Command::new("unshare")
+        .args(["--mount", "--propagation", "slave", "sh", "-c"])
+        .arg("echo ready; read -r _")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let mut line = String::new();
+    BufReader::new(copier.stdout.take().expect("copier stdout"))
+        .read_line(&mut line)
+        .expect("read copier");
+    assert_eq!(line.trim(), "ready");
+    let copied = std::fs::read_to_string(format!("/proc/{}/mountinfo", copier.id()))
+        .expect("the copier's mountinfo");
+    let stage_text = stage_dir.to_string_lossy().into_owned();
+    assert!(
+        copied
+            .lines()
+            .any(|l| l.contains(&stage_text) && l.contains(" - fuse ")),
+        "the new namespace starts with a copy of the FUSE export"
+    );
+
+    tokio::task::spawn_blocking(move || staged.unstage())
+        .await
+        .expect("unstage task")
+        .expect("unstage with a namespace that copied the mounts");
+    assert_nothing_left(&stage_dir, &device, &file);
+    // What is left there of the stack is at most the shared bind mounts of
+    // the empty directories (they hold nothing): no FUSE export, no
+    // filesystem from the loop device.
+    let after = std::fs::read_to_string(format!("/proc/{}/mountinfo", copier.id()))
+        .expect("the copier's mountinfo");
+    let device_text = device.to_string_lossy().into_owned();
+    let left: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains(&stage_text))
+        .filter(|l| l.contains(" - fuse ") || l.contains(&device_text))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the copies went with the unmount: {left:?}"
+    );
+    copier.kill().expect("kill copier");
+    copier.wait().expect("reap copier");
+}

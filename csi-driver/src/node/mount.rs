@@ -83,14 +83,24 @@ pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), NodeErro
     Ok(())
 }
 
-/// Unmounts `path` if it is a mount point.
+/// Unmounts `path` while it is a mount point: a stack that a crashed
+/// plugin left may hold more than one mount there (the filesystem on the
+/// shared bind mount under it).
 pub fn unmount_if_mounted(path: &Path) -> Result<(), NodeError> {
-    if !is_mount_point(path)? {
-        return Ok(());
+    // A bound on the layers, so that a path that stays mounted whatever is
+    // unmounted is an error rather than a loop.
+    for _ in 0..4 {
+        if !is_mount_point(path)? {
+            return Ok(());
+        }
+        nix::mount::umount2(path, MntFlags::empty()).map_err(|e| NodeError::Unmount {
+            path: path.to_owned(),
+            cause: e.to_string(),
+        })?;
     }
-    nix::mount::umount2(path, MntFlags::empty()).map_err(|e| NodeError::Unmount {
+    Err(NodeError::Unmount {
         path: path.to_owned(),
-        cause: e.to_string(),
+        cause: "still a mount point after unmounting four layers".into(),
     })
 }
 

@@ -21,6 +21,11 @@ pub enum FrontendError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("make {path} a shared mount point (or remove its bind mount): {source}")]
+    MakeShared {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("attach {file} as a loop device: {cause}")]
     AttachLoop { file: PathBuf, cause: String },
     #[error("detach loop device {device}: {cause}")]

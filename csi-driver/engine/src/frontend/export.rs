@@ -2,10 +2,12 @@
 //! This is what a raw block volume hands to a pod, and what a filesystem is
 //! mounted from ([`super::StagedVolume`]).
 //!
-//! Expected flow: [`BlockExport::attach`] mounts the FUSE export and attaches
-//! its file to a loop device; [`BlockExport::teardown`] detaches the loop
-//! device, waits until the kernel has let go of the file, and only then
-//! unmounts the FUSE export and joins its threads.
+//! Expected flow: [`BlockExport::attach`] makes the FUSE directory a shared
+//! mount point where it is not (see `propagation`), mounts the FUSE export
+//! and attaches its file to a loop device; [`BlockExport::teardown`] detaches
+//! the loop device, waits until the kernel has let go of the file, and only
+//! then unmounts the FUSE export, joins its threads and removes the shared
+//! mount point.
 //!
 //! Guarantees: teardown is the one place the stack comes apart, and it is
 //! resumable. A step that fails (the loop device still held by another
@@ -24,6 +26,7 @@ use tracing::error;
 use super::error::FrontendError;
 use super::fuse_export::{FuseExport, VOLUME_FILE_NAME};
 use super::loop_device::{self, DEFAULT_RELEASE_TIMEOUT, LoopDevice};
+use super::propagation::SharedMountPoint;
 use super::target::BlockTarget;
 
 /// The FUSE export and the loop device over it; see the module doc.
@@ -32,6 +35,9 @@ pub struct BlockExport {
     target: Arc<dyn BlockTarget>,
     device: Option<LoopDevice>,
     fuse: Option<FuseExport>,
+    /// Under the FUSE mount: see [`SharedMountPoint`]. Declared last, so
+    /// that a drop releases it after the rest.
+    fuse_dir: Option<SharedMountPoint>,
     release_timeout: Duration,
 }
 
@@ -54,8 +60,10 @@ impl BlockExport {
             target: Arc::clone(&target),
             device: None,
             fuse: None,
+            fuse_dir: None,
             release_timeout: DEFAULT_RELEASE_TIMEOUT,
         };
+        export.fuse_dir = Some(SharedMountPoint::make(fuse_dir)?);
         let fuse = FuseExport::mount(target, fuse_dir, runtime)?;
         let file = fuse.volume_file();
         export.fuse = Some(fuse);
@@ -150,6 +158,10 @@ impl BlockExport {
             fuse.unmount(self.release_timeout)?;
             self.fuse = None;
         }
+        if let Some(dir) = &mut self.fuse_dir {
+            dir.release()?;
+            self.fuse_dir = None;
+        }
         Ok(())
     }
 }
@@ -162,14 +174,21 @@ pub fn clear_dead_export(fuse_dir: &Path) -> Result<(), FrontendError> {
     if let Some(mut device) = LoopDevice::find_attached(&fuse_dir.join(VOLUME_FILE_NAME)) {
         device.detach(DEFAULT_RELEASE_TIMEOUT)?;
     }
-    match nix::mount::umount(fuse_dir) {
-        // EINVAL: not a mount point; ENOENT: no such directory.
-        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(FrontendError::UnmountFuse {
-            path: fuse_dir.to_owned(),
-            source: e.into(),
-        }),
+    // The FUSE mount, then the shared bind mount under it, if there was one.
+    for _ in 0..2 {
+        match nix::mount::umount(fuse_dir) {
+            Ok(()) => {}
+            // EINVAL: not a mount point; ENOENT: no such directory.
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(FrontendError::UnmountFuse {
+                    path: fuse_dir.to_owned(),
+                    source: e.into(),
+                });
+            }
+        }
     }
+    Ok(())
 }
 
 impl Drop for BlockExport {

@@ -367,6 +367,31 @@ pub struct FuseExport {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     size: ExportedSize,
+    /// The connection's number in fusectl (the minor of the mount's device).
+    connection: u64,
+}
+
+/// Ends FUSE connection `connection` through fusectl
+/// (`/sys/fs/fuse/connections/<n>/abort`), mounting fusectl first when it
+/// is not mounted.
+fn abort_connection(connection: u64) -> std::io::Result<()> {
+    let connections = Path::new("/sys/fs/fuse/connections");
+    let abort = connections.join(connection.to_string()).join("abort");
+    if !abort.exists() {
+        // Mounting it a second time is refused, harmlessly.
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            connections,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    match std::fs::write(&abort, b"1") {
+        // Gone meanwhile: the connection ended by itself.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 impl FuseExport {
@@ -403,6 +428,12 @@ impl FuseExport {
             }
         })?;
         info!(volume, mountpoint = %mountpoint.display(), "FUSE export mounted");
+        let connection = std::fs::metadata(mountpoint)
+            .map(|m| libc::minor(std::os::unix::fs::MetadataExt::dev(&m)) as u64)
+            .map_err(|source| FrontendError::StatExport {
+                path: mountpoint.to_owned(),
+                source,
+            })?;
         let size = ExportedSize {
             volume,
             bytes: size,
@@ -413,6 +444,7 @@ impl FuseExport {
             session: Some(session),
             mountpoint: mountpoint.to_owned(),
             size,
+            connection,
         })
     }
 
@@ -459,6 +491,26 @@ impl FuseExport {
         // it again) while this export still owns the mountpoint.
         if let Some(mut session) = self.session.take() {
             let threads = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
+            // The connection ends with its last mount. A copy of the mount in
+            // another mount namespace (one made while the export was
+            // mounted) keeps it open, and the threads would serve that copy
+            // for as long as it lives: after a bounded wait, end the
+            // connection through fusectl, as `fusermount -u` cannot.
+            let deadline = Instant::now() + timeout;
+            while !threads.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(BUSY_POLL);
+            }
+            if !threads.is_finished() {
+                warn!(
+                    mountpoint = %self.mountpoint.display(),
+                    "FUSE connection still open after the unmount (a copy of the mount in \
+                     another mount namespace?); aborting it"
+                );
+                abort_connection(self.connection).map_err(|source| FrontendError::UnmountFuse {
+                    path: self.mountpoint.clone(),
+                    source,
+                })?;
+            }
             let served = threads.join().map_err(|_| FrontendError::UnmountFuse {
                 path: self.mountpoint.clone(),
                 source: std::io::Error::other("a FUSE request thread panicked"),

@@ -42,6 +42,7 @@ pub mod filesystem;
 mod fuse_export;
 mod local_target;
 mod loop_device;
+mod propagation;
 mod remote_target;
 mod staged;
 mod target;

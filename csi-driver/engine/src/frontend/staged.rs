@@ -26,6 +26,7 @@ use tracing::{instrument, warn};
 use super::error::FrontendError;
 use super::export::BlockExport;
 use super::filesystem::{self, FsType};
+use super::propagation::SharedMountPoint;
 use super::target::BlockTarget;
 
 /// How to stage a volume.
@@ -46,6 +47,8 @@ pub struct StagedVolume {
     mount_path: PathBuf,
     mounted: bool,
     formatted: bool,
+    /// Under the filesystem's mount: see `propagation`.
+    shared_mount_path: Option<SharedMountPoint>,
     export: BlockExport,
 }
 
@@ -73,8 +76,10 @@ impl StagedVolume {
             mount_path: options.mount_path.clone(),
             mounted: false,
             formatted: false,
+            shared_mount_path: None,
             export,
         };
+        staged.shared_mount_path = Some(SharedMountPoint::make(&options.mount_path)?);
         staged.formatted = filesystem::format_if_unformatted(&device_path, options.fs_type)?;
         if !staged.formatted && options.fs_type == FsType::Ext4 {
             filesystem::grow_ext4_before_mount(&device_path)?;
@@ -137,6 +142,10 @@ impl StagedVolume {
     #[instrument(skip_all, fields(volume = %self.volume))]
     pub fn teardown(&mut self) -> Result<(), FrontendError> {
         self.unmount_filesystem();
+        if let Some(shared) = &mut self.shared_mount_path {
+            shared.release()?;
+            self.shared_mount_path = None;
+        }
         self.export.teardown()
     }
 
@@ -159,7 +168,8 @@ impl StagedVolume {
 }
 
 impl Drop for StagedVolume {
-    /// The filesystem first; the export's own drop then tears it down.
+    /// The filesystem first (its shared mount point's own drop follows);
+    /// the export's own drop then tears it down.
     fn drop(&mut self) {
         self.unmount_filesystem();
     }
