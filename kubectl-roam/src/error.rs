@@ -55,6 +55,12 @@ pub enum Error {
         waited: Duration,
         state: String,
     },
+    #[error("data center {data_center} not drained after {waited:?} ({state})")]
+    DrainTimeout {
+        data_center: String,
+        waited: Duration,
+        state: String,
+    },
     #[error("cannot encode the output: {0}")]
     Encode(String),
     #[error("cannot write {path}: {source}")]

@@ -6,9 +6,12 @@
 //! - `relocate`: a planned move of the primary, waited for;
 //! - `promote`: a manual failover, refused when it may lose writes unless
 //!   `--accept-loss`;
+//! - `cordon` / `uncordon`: drain a data center of primaries, or let it
+//!   hold them again;
 //! - `dump`: a support bundle (objects, Events, logs) as one tarball.
 
 mod change;
+mod cordon;
 mod dump;
 mod error;
 mod target;
@@ -49,6 +52,8 @@ use crate::{
         kubectl roam relocate db --to dc-b\n\n  \
         # Fail over to dc-c after the primary's data center was lost\n  \
         kubectl roam promote db --to dc-c --accept-loss\n\n  \
+        # Drain data center dc-a of primaries before maintenance\n  \
+        kubectl roam cordon dc-a\n\n  \
         # Collect a support bundle\n  \
         kubectl roam dump -f roam-dump.tar.gz"
 )]
@@ -139,6 +144,33 @@ enum Command {
         accept_loss: bool,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Move every primary out of a data center and keep new ones out.
+    #[command(
+        override_usage = "kubectl roam cordon DC [--timeout 5m] [options]",
+        after_help = "Primaries move by planned relocation (nothing is lost). A volume attached\n\
+            to a node keeps its primary until its pod stops; the wait ends when only\n\
+            those are left. --timeout 0 returns at once.\n\n\
+            Examples:\n  \
+            kubectl roam cordon dc-a\n  \
+            kubectl roam cordon dc-a --timeout 0"
+    )]
+    Cordon {
+        /// The DataCenter.
+        data_center: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Let a cordoned data center hold primaries again.
+    #[command(
+        override_usage = "kubectl roam uncordon DC [options]",
+        after_help = "Primaries do not move back by themselves; a pod there brings its own back.\n\n\
+            Examples:\n  \
+            kubectl roam uncordon dc-a"
+    )]
+    Uncordon {
+        /// The DataCenter.
+        data_center: String,
     },
     /// Write a support bundle: Roam's objects, Events and the logs of its pods.
     #[command(
@@ -261,6 +293,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 out,
             )
             .await
+        }
+        Command::Cordon { data_center, wait } => {
+            let drain = cordon::set(&client, &data_center, true, wait.timeout).await?;
+            print(out, &drain, || drain.table())
+        }
+        Command::Uncordon { data_center } => {
+            let drain = cordon::set(&client, &data_center, false, Duration::ZERO).await?;
+            print(out, &drain, || drain.table())
         }
         Command::Dump {
             file,

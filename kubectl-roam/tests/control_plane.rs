@@ -579,3 +579,69 @@ async fn dump_writes_one_tarball_of_roam_objects() {
     assert!(text.contains(&format!("namespace: {}", env.ns)), "{text}");
     env.cleanup().await;
 }
+
+/// `cordon` drains a data center of its primaries (the operator relocates
+/// them; the storage systems agree) and waits for it; `uncordon` lets it hold
+/// primaries again; an unknown data center is a precise error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_moves_the_primary_out_and_uncordon_clears_the_flag() {
+    let mut env = Env::new("roam-cordon").await;
+    env.add_dc_with_storage("a").await;
+    env.add_dc_with_storage("b").await;
+    env.start_operator();
+    let (a, b) = (env.dc("a"), env.dc("b"));
+    env.apply(&volume_yaml("db", &[a.clone(), b.clone()], "Sync"))
+        .await;
+    let g = env
+        .wait_group("db", "primary confirmed and in sync", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.primary.is_some()
+                    && s.phase.as_deref() == Some(VolumePhase::Ready.as_str())
+                    && s.members.len() == 2
+            })
+        })
+        .await;
+    let gs = g.status.expect("status");
+    let primary = gs.primary.clone().expect("primary");
+    let (other, short) = if primary == a {
+        (b.clone(), "b")
+    } else {
+        (a.clone(), "a")
+    };
+
+    let (code, out, _) = env.roam(&["cordon", &primary, "--timeout", "2m"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 primaries left"), "{out}");
+    let s = env
+        .groups()
+        .get("db")
+        .await
+        .expect("group")
+        .status
+        .expect("status");
+    assert_eq!(s.primary.as_deref(), Some(other.as_str()), "moved out");
+    assert!(s.epoch > gs.epoch, "by a change of primary");
+    let vid = roam_crds::real_volume_id(&env.ns, "db");
+    assert_eq!(
+        storage_role(&env.endpoints[short], &vid).await,
+        (roam_proto::storage::Role::Primary as i32, s.epoch)
+    );
+
+    let (code, out, _) = env.roam(&["uncordon", &primary, "-o", "json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["cordoned"], false);
+    let dc = Api::<DataCenter>::all(env.client.clone())
+        .get(&primary)
+        .await
+        .expect("DataCenter");
+    assert!(!dc.spec.cordoned, "spec.cordoned cleared");
+
+    let (code, _, err) = env.roam(&["cordon", "nowhere", "--timeout", "0"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("DataCenter") && err.contains("not found"),
+        "{err}"
+    );
+    env.cleanup().await;
+}
