@@ -81,8 +81,14 @@ pub struct VirtualVolumeSpec {
     pub replicas: Option<u32>,
 
     /// How writes reach the secondaries: `Sync` (acknowledged after every
-    /// in-sync secondary holds them) or `Async` (sent in the background).
-    /// Immutable.
+    /// member of the in-sync set holds them) or `Async` (sent in the
+    /// background). The contract: under Sync, every write acknowledged before
+    /// a flush (or FUA) that completed is on every member of the in-sync set
+    /// and survives the loss of any one data center and any crash of any
+    /// process; under Async, what can be lost is at most what status reported
+    /// as the possible loss. Either way, no two members accept writes at
+    /// once, and a member that says InSync holds every write up to its
+    /// reported position. Immutable.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.transferType is immutable"))]
     pub transfer_type: TransferType,
@@ -98,7 +104,11 @@ pub struct VirtualVolumeSpec {
     pub max_lag_seconds: Option<u64>,
 
     /// What writes do while a secondary is unreachable: `Block` (wait, then
-    /// fail) or `Degrade` (go on; the secondary resyncs later).
+    /// fail: the in-sync set never shrinks, so a flush never completes
+    /// without every member) or `Degrade` (go on once the secondary's removal
+    /// from the in-sync set is durably recorded; it resyncs what changed and
+    /// rejoins only after a copy proven complete). A failover promotes
+    /// only a member of the in-sync set.
     #[serde(default)]
     pub failure_policy: FailurePolicy,
 
