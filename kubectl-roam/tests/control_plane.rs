@@ -160,7 +160,9 @@ impl Env {
                 cordoned: false,
                 zone: None,
                 node_selector: None,
-                proximity: Default::default(),
+                // Every data center added so far is one step away, so the
+                // operator always knows a nearest member.
+                proximity: self.dcs.iter().map(|d| (d.clone(), 1)).collect(),
             },
         );
         d.metadata.labels = Some(BTreeMap::from([(TEST_LABEL.to_string(), self.tag.clone())]));
