@@ -777,11 +777,21 @@ fn plan_with_primary(
     // when it is wanted nowhere, where it is, unless that data center is
     // cordoned (choose_primary never picks a cordoned member).
     let here = i.wanted_dc.as_deref().unwrap_or(p);
-    let mut target = proximity::choose_primary(here, member_dcs, i.data_centers);
-    if i.attached
-        && proximity::is_cordoned(p, i.data_centers)
-        && target.as_deref().is_some_and(|t| t != p)
-    {
+    let cordoned = proximity::is_cordoned(p, i.data_centers);
+    let mut target = proximity::choose_primary(here, member_dcs, i.data_centers).or_else(|| {
+        // A cordon moves the primary even where no distance is known: to
+        // the first uncordoned member by name, as ties go.
+        cordoned
+            .then(|| {
+                member_dcs
+                    .iter()
+                    .filter(|m| !proximity::is_cordoned(m, i.data_centers))
+                    .min()
+                    .cloned()
+            })
+            .flatten()
+    });
+    if i.attached && cordoned && target.as_deref().is_some_and(|t| t != p) {
         // Moving it would fence the running frontend out from under its
         // pod: the cordon waits for the volume to be detached.
         target = None;

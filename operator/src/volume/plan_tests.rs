@@ -498,6 +498,24 @@ fn a_cordoned_primary_moves_out_when_nobody_uses_the_volume() {
 }
 
 #[test]
+fn a_cordon_moves_the_primary_even_where_no_distance_is_known() {
+    let mut c = steady_ab("a");
+    for d in &mut c.dcs {
+        d.spec.proximity.clear();
+    }
+    cordon(&mut c, "a");
+    let p = c.run();
+    assert_eq!(
+        p.actions,
+        vec![Action::WriteIntent {
+            primary: "b".into(),
+            epoch: 4,
+            reason: IntentReason::Relocate
+        }]
+    );
+}
+
+#[test]
 fn a_pod_in_a_cordoned_data_center_is_served_from_the_nearest_other() {
     let mut c = steady_ab("a");
     cordon(&mut c, "a");
