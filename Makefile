@@ -105,7 +105,7 @@ faults:
 
 # Fuzz targets (csi-driver/fuzz): corpus and regressions as tests, then each
 # target under libFuzzer for FUZZ_SECONDS (default 20: about 60 s in all).
-fuzz test-fuzz:
+fuzz test-fuzz: tools
 	bash csi-driver/fuzz/run.sh
 
 # kubectl finds plugins on PATH by name: kubectl-roam becomes `kubectl roam`.

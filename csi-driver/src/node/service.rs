@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use roam_engine::Role as ReplicaRole;
 use roam_engine::frontend::{
-    BlockExport, BlockTarget, FrontendError, FsType, LocalTarget, clear_dead_export, RemoteTarget, StagedVolume,
-    TargetError,
+    BlockExport, BlockTarget, FrontendError, FsType, LocalTarget, RemoteTarget, StagedVolume,
+    TargetError, clear_dead_export,
 };
 use roam_proto::csi::node_server::Node;
 use roam_proto::csi::node_service_capability::{self, rpc};
