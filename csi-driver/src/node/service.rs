@@ -479,9 +479,12 @@ impl NodeService {
         let (block, device, _, _, context) = match self.lookup(&volume_id, &path) {
             Ok(found) => found,
             Err(not_staged) => {
-                // Staged by an earlier run of this plugin: its FUSE export
-                // died with that process, and what is mounted is dead.
-                if mount::is_mount_point(&self.fuse_dir(&volume_id)).unwrap_or(false) {
+                // Not staged by this process at all, yet its export is
+                // mounted: an earlier run of this plugin staged it, and the
+                // export died with that process. (Staged here but asked at
+                // another path stays NOT_FOUND.)
+                let ours = self.volumes().contains_key(&volume_id);
+                if !ours && mount::is_mount_point(&self.fuse_dir(&volume_id)).unwrap_or(false) {
                     return Ok(NodeGetVolumeStatsResponse {
                         usage: Vec::new(),
                         volume_condition: Some(VolumeCondition {
