@@ -170,17 +170,8 @@ impl NodeService {
         let fuse_dir = self.fuse_dir(&volume_id);
         // What a plugin that died left of this volume's export is dead:
         // clear it first.
-        let dir = fuse_dir.clone();
-        tokio::task::spawn_blocking(move || clear_dead_export(&dir))
-            .await
-            .map_err(|e| NodeError::Join {
-                rpc: "NodeStageVolume",
-                cause: e.to_string(),
-            })?
-            .map_err(|source| NodeError::Unstage {
-                volume: volume_id.clone(),
-                source: Box::new(source),
-            })?;
+        self.clear_dead_export(&volume_id, "NodeStageVolume")
+            .await?;
         let runtime = Handle::current();
         let staging_for_task = staging.clone();
         let volume_for_err = volume_id.clone();
@@ -238,20 +229,9 @@ impl NodeService {
             // Not staged by this process (an earlier run of it died): make
             // sure nothing is left mounted or attached.
             mount::unmount_if_mounted(&staging)?;
-            let fuse_dir = self.fuse_dir(&volume_id);
-            return tokio::task::spawn_blocking(move || clear_dead_export(&fuse_dir))
-                .await
-                .map_err(|e| NodeError::Join {
-                    rpc: "NodeUnstageVolume",
-                    cause: e.to_string(),
-                })?
-                .map_err(|source| {
-                    NodeError::Unstage {
-                        volume: volume_id,
-                        source: Box::new(source),
-                    }
-                    .into()
-                });
+            return Ok(self
+                .clear_dead_export(&volume_id, "NodeUnstageVolume")
+                .await?);
         };
         let (staged, result) = tokio::task::spawn_blocking(move || {
             let result = staged.tear_down();
@@ -446,6 +426,22 @@ impl NodeService {
             staged.fs_type,
             staged.context.clone(),
         ))
+    }
+
+    /// Clears what an earlier run of this plugin left of a volume's export
+    /// (a loop device, dead FUSE mounts), off the async threads.
+    async fn clear_dead_export(&self, volume_id: &str, rpc: &'static str) -> Result<(), NodeError> {
+        let fuse_dir = self.fuse_dir(volume_id);
+        tokio::task::spawn_blocking(move || clear_dead_export(&fuse_dir))
+            .await
+            .map_err(|e| NodeError::Join {
+                rpc,
+                cause: e.to_string(),
+            })?
+            .map_err(|source| NodeError::Unstage {
+                volume: volume_id.to_owned(),
+                source: Box::new(source),
+            })
     }
 
     /// The staged stack's health check, off the async threads (it stats
