@@ -15,6 +15,9 @@ pub const PRIMARY_UNREACHABLE: &str = "PrimaryUnreachable";
 pub const CLEANUP_BLOCKED: &str = "CleanupBlocked";
 /// The requested data centers cannot all hold a replica (no ready storage system).
 pub const PLACEMENT_FAILED: &str = "PlacementFailed";
+/// No node plugin reports a broken frontend (FUSE export, loop device) of the
+/// volume; False names the node and what broke.
+pub const FRONTEND_HEALTHY: &str = "FrontendHealthy";
 
 /// Set (or replace) the condition of type `type_` in `conditions`.
 /// `lastTransitionTime` only changes when the status changes.

@@ -251,7 +251,8 @@ pub struct VirtualVolumeStatus {
     /// Largest lag of any secondary, seconds.
     #[serde(default)]
     pub lag_seconds: f64,
-    /// Ready, InSync, Relocating, PrimaryUnreachable, CleanupBlocked, PlacementFailed.
+    /// Ready, InSync, Relocating, PrimaryUnreachable, CleanupBlocked, PlacementFailed,
+    /// FrontendHealthy.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.

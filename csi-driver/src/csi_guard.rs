@@ -40,6 +40,14 @@ impl InFlight {
             volume: volume.to_owned(),
         })
     }
+
+    /// Whether a call holds the volume now (without taking it).
+    pub fn is_held(&self, volume: &str) -> bool {
+        self.volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(volume)
+    }
 }
 
 impl Drop for VolumeGuard {

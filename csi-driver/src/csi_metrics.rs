@@ -8,6 +8,7 @@
 //! exposes them as Prometheus text on `/metrics`, beside a `/healthz` that
 //! answers while the process serves.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tonic::Status;
@@ -24,6 +26,11 @@ use tracing::{info, warn};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     rpc: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    volume: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +47,7 @@ pub struct RpcObserver {
     calls: Family<RpcLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
+    frontend_healthy: Family<VolumeLabels, Gauge>,
     registry: Arc<Registry>,
     node: Arc<str>,
 }
@@ -55,6 +63,7 @@ impl RpcObserver {
         let calls = Family::<RpcLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let frontend_healthy = Family::<VolumeLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("roam_csi");
         registry.register("rpc", "CSI calls handled", calls.clone());
         registry.register(
@@ -67,10 +76,17 @@ impl RpcObserver {
             "Duration of CSI calls",
             durations.clone(),
         );
+        registry.register(
+            "frontend_healthy",
+            "1 while a volume's frontend on this node (FUSE export, loop device) carries I/O, \
+             0 once it stopped",
+            frontend_healthy.clone(),
+        );
         Self {
             calls,
             errors,
             durations,
+            frontend_healthy,
             registry: Arc::new(registry),
             node: node.into(),
         }
@@ -111,6 +127,20 @@ impl RpcObserver {
             }
         }
         result
+    }
+
+    /// One series per volume with a frontend on this node: 0 for the
+    /// `faulty` ones, 1 for the other `staged` ones. Volumes in neither set
+    /// lose their series.
+    pub fn set_frontend_health(&self, staged: &BTreeSet<String>, faulty: &BTreeSet<String>) {
+        self.frontend_healthy.clear();
+        for volume in staged.union(faulty) {
+            self.frontend_healthy
+                .get_or_create(&VolumeLabels {
+                    volume: volume.clone(),
+                })
+                .set(i64::from(!faulty.contains(volume)));
+        }
     }
 
     /// The metrics in Prometheus text format.

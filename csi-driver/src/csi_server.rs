@@ -80,9 +80,14 @@ pub struct NodeArgs {
     /// (`roam_storage_*`; empty: none).
     #[arg(long, default_value = "")]
     pub storage_metrics_listen: String,
-    /// Do not annotate the Node object even when a kubeconfig is found.
+    /// Do not annotate the Node object even when a kubeconfig is found
+    /// (nor report broken frontends on VirtualVolumes).
     #[arg(long)]
     pub no_announce: bool,
+    /// Seconds between two health checks of every staged volume's frontend;
+    /// a broken one is reported on its VirtualVolume.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_interval: u64,
     /// The kubelet's plugin registry directory; when set, the plugin
     /// registers itself with the kubelet through a socket there.
     #[arg(long)]
@@ -195,18 +200,25 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `roam.dev/storage-endpoint` on this node's Node object and returns
-/// the node's zone label. None when there is no Kubernetes configuration or
-/// no such Node (tests without a cluster).
-async fn announce(args: &NodeArgs) -> Option<String> {
-    let client = match Client::try_default().await {
-        Ok(c) => c,
+/// The Kubernetes client of a node plugin; None with `--no-announce` or
+/// without a Kubernetes configuration (tests without a cluster).
+async fn node_client(args: &NodeArgs) -> Option<Client> {
+    if args.no_announce {
+        return None;
+    }
+    match Client::try_default().await {
+        Ok(c) => Some(c),
         Err(e) => {
             info!("no Kubernetes configuration ({e}); not announcing the storage system");
-            return None;
+            None
         }
-    };
-    let nodes: Api<KubeNode> = Api::all(client);
+    }
+}
+
+/// Writes `roam.dev/storage-endpoint` on this node's Node object and returns
+/// the node's zone label. None when there is no such Node.
+async fn announce(client: &Client, args: &NodeArgs) -> Option<String> {
+    let nodes: Api<KubeNode> = Api::all(client.clone());
     let patch = json!({"metadata": {"annotations": {
         roam_crds::STORAGE_ENDPOINT_ANNOTATION: args.storage_endpoint,
     }}});
@@ -273,10 +285,10 @@ fn embedded_storage(
 /// `--storage-data-dir`) its storage system; the storage system is reached
 /// at `--storage-endpoint`.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    let zone = if args.no_announce {
-        None
-    } else {
-        announce(&args).await
+    let client = node_client(&args).await;
+    let zone = match &client {
+        Some(client) => announce(client, &args).await,
+        None => None,
     };
     let data_center = match args.data_center.clone().or(zone) {
         Some(dc) => dc,
@@ -320,7 +332,14 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             local_storage,
             dialer,
         },
-        observer,
+        observer.clone(),
+    ));
+    tokio::spawn(crate::node::health::report(
+        node.clone(),
+        args.node_name.clone(),
+        client,
+        observer.clone(),
+        Duration::from_secs(args.health_interval),
     ));
     let router = Server::builder()
         .add_service(IdentityServer::new(identity))

@@ -44,6 +44,56 @@ struct Staged {
     storage_endpoint: String,
     client: NodeClient<Channel>,
     staging: PathBuf,
+    metrics_port: u16,
+}
+
+/// A node plugin whose health reporter checks every second, with metrics.
+fn spawn_observed_node(dir: &Path, storage_endpoint: &str) -> (Proc, String, u16) {
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let (node, endpoint) = spawn_node_with(
+        dir,
+        "node-a",
+        "dc-a",
+        storage_endpoint,
+        free_port(),
+        &["--health-interval", "1", "--metrics-listen", &metrics],
+    );
+    (node, endpoint, metrics_port)
+}
+
+/// The value of `roam_csi_frontend_healthy` for the volume, or None when
+/// the plugin serves no such series.
+async fn frontend_healthy(metrics_port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
+        .await
+        .ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.ok()?;
+    let series = format!("roam_csi_frontend_healthy{{volume=\"{VOLUME}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(str::to_owned)
+}
+
+/// Polls the metric until it is `want` (None: no series), for 30 s.
+async fn wait_frontend_healthy(metrics_port: u16, want: Option<&str>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let seen = frontend_healthy(metrics_port).await;
+        if seen.as_deref() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "roam_csi_frontend_healthy is {seen:?}, not {want:?}, after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// A storage system with a sole-member volume, a node plugin, the volume
@@ -51,8 +101,7 @@ struct Staged {
 async fn stage_one(dir: &Path) -> Staged {
     let (storage, storage_endpoint) = spawn_storage(dir, "dc-a", "node-a", free_port());
     sole_member_volume(&storage_endpoint, "dc-a", VOLUME, 64 << 20).await;
-    let (node_proc, node_endpoint) =
-        spawn_node(dir, "node-a", "dc-a", &storage_endpoint, free_port());
+    let (node_proc, node_endpoint, metrics_port) = spawn_observed_node(dir, &storage_endpoint);
     let mut node = node_client(&node_endpoint).await;
 
     let staging = dir.join("kubelet/staging");
@@ -80,6 +129,7 @@ async fn stage_one(dir: &Path) -> Staged {
         storage_endpoint,
         client: node,
         staging,
+        metrics_port,
     }
 }
 
@@ -129,6 +179,7 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
         condition.message
     );
     assert!(!healthy.usage.is_empty(), "usage of a healthy volume");
+    wait_frontend_healthy(s.metrics_port, Some("1")).await;
 
     abort_fuse(&dir.join("state-node-a/fuse").join(VOLUME));
     let broken = stats(&s.client, &s.staging).await;
@@ -139,7 +190,10 @@ async fn a_broken_frontend_is_an_abnormal_volume_condition() {
         "the condition names the export: {}",
         condition.message
     );
+    // The health reporter finds it too, and forgets it once unstaged.
+    wait_frontend_healthy(s.metrics_port, Some("0")).await;
     unstage_leaves_nothing(&s.client, dir, &s.staging).await;
+    wait_frontend_healthy(s.metrics_port, None).await;
 }
 
 /// The node plugin is killed with kill -9 while a volume is staged, and
@@ -152,9 +206,10 @@ async fn a_volume_staged_before_a_plugin_crash_is_reported_and_cleared() {
     let dir = tmp.path();
     let mut s = stage_one(dir).await;
     s.node.kill9();
-    let (_restarted, endpoint) =
-        spawn_node(dir, "node-a", "dc-a", &s.storage_endpoint, free_port());
+    let (_restarted, endpoint, metrics_port) = spawn_observed_node(dir, &s.storage_endpoint);
     let node = node_client(&endpoint).await;
+    // The new plugin never staged it, yet reports its export as lost.
+    wait_frontend_healthy(metrics_port, Some("0")).await;
 
     let after = stats(&node, &s.staging).await;
     let condition = after.volume_condition.expect("a volume condition");
@@ -165,5 +220,6 @@ async fn a_volume_staged_before_a_plugin_crash_is_reported_and_cleared() {
         condition.message
     );
     unstage_leaves_nothing(&node, dir, &s.staging).await;
+    wait_frontend_healthy(metrics_port, None).await;
     drop(s.storage);
 }

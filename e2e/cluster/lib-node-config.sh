@@ -117,5 +117,11 @@ serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
 nodeStatusUpdateFrequency: 5s
+# The kubelet asks CSI drivers for their volumes' condition and records an
+# abnormal one as an Event on the pod (VolumeConditionAbnormal); the e2e
+# suite checks that a broken Roam frontend reaches the pod that way.
+featureGates:
+  CSIVolumeHealth: true
+volumeStatsAggPeriod: 15s
 YAML
 }

@@ -58,6 +58,13 @@ cleanup() {
 	fi
 	# The control plane is shared with the other test suites (as roam-e2e
 	# does): it is left running; stop it with e2e/cluster/control-plane.sh stop.
+	if [[ $rc != 0 ]]; then
+		for f in "$work"/*.log; do
+			[[ -f $f ]] || continue
+			log "last lines of $f:"
+			tail -n 40 "$f" >&2
+		done
+	fi
 	if [[ ${ROAM_SANITY_KEEP:-0} == 1 || $rc != 0 ]]; then
 		log "work directory kept: $work (logs in $work/*.log)"
 	else
@@ -164,6 +171,8 @@ for access in mount block; do
 		--ginkgo.timeout 30m \
 		>"$out/sanity-$access.log" 2>&1; then
 		failed=1
+		# CI keeps only this script's output: name what failed and where.
+		sed 's/\x1b\[[0-9;]*m//g' "$out/sanity-$access.log" | sed -n '/^Summarizing/,$p' >&2
 	fi
 	log "$access: $(sed 's/\x1b\[[0-9;]*m//g' "$out/sanity-$access.log" | grep -E 'Passed \|' | tail -1) ($(( $(date +%s) - start ))s)"
 done

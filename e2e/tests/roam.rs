@@ -153,6 +153,34 @@ async fn run_pod(
     run_to_completion(cluster, ns, name).await
 }
 
+/// Starts a pod on claim `data` (a filesystem) that keeps running
+/// `script`, and waits until it is Ready.
+async fn start_pod(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    zone: &str,
+    script: &str,
+) -> TestResult {
+    cluster
+        .kubectl_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod(name, zone, "data", Mode::Filesystem, script),
+        )
+        .await?;
+    cluster
+        .kubectl(&[
+            "wait",
+            "-n",
+            ns,
+            &format!("pod/{name}"),
+            "--for=condition=Ready",
+            "--timeout=180s",
+        ])
+        .await?;
+    Ok(())
+}
+
 /// The VirtualVolume behind a bound claim: the PV's CSI volume handle is
 /// `<namespace>/<name>` of it.
 async fn virtual_volume_of(
@@ -244,6 +272,23 @@ async fn claim_on_own_class(
         )
         .await?;
     Ok((cluster, ns, class))
+}
+
+/// Deletes the claim `data` (and with it, the volume), its namespace and
+/// its StorageClass, each waited for.
+async fn delete_claim_and_class(
+    cluster: &TestCluster,
+    ns: TestNamespace,
+    class: &str,
+) -> TestResult {
+    cluster
+        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
+        .await?;
+    ns.delete().await?;
+    cluster
+        .kubectl(&["delete", "storageclass", class, "--wait=true"])
+        .await?;
+    Ok(())
 }
 
 /// Deletes the pod, then its claim `data` (and with it, the volume), each
@@ -478,22 +523,7 @@ async fn a_mounted_xfs_volume_grows_while_its_pod_runs_and_keeps_its_files() -> 
     .await?;
     let script = "set -e; head -c 8388608 /dev/urandom > /data/blob; sync; \
                   md5sum /data/blob > /tmp/written; sleep 3600";
-    cluster
-        .kubectl_with_input(
-            &["apply", "-n", ns.name(), "-f", "-"],
-            &pod("app", "dc-c", "data", Mode::Filesystem, script),
-        )
-        .await?;
-    cluster
-        .kubectl(&[
-            "wait",
-            "-n",
-            ns.name(),
-            "pod/app",
-            "--for=condition=Ready",
-            "--timeout=180s",
-        ])
-        .await?;
+    start_pod(&cluster, ns.name(), "app", "dc-c", script).await?;
     let written = wait_until("the pod to write its file", POD_TIMEOUT, || async {
         exec_stdout(&cluster, ns.name(), "app", &["cat", "/tmp/written"])
             .await
@@ -691,14 +721,7 @@ async fn a_pod_walks_every_data_center_and_keeps_every_file() -> TestResult {
             .kubectl(&["delete", "pod", "-n", ns.name(), &name, "--wait=true"])
             .await?;
     }
-    cluster
-        .kubectl(&["delete", "pvc", "-n", ns.name(), "data", "--wait=true"])
-        .await?;
-    ns.delete().await?;
-    cluster
-        .kubectl(&["delete", "storageclass", &class, "--wait=true"])
-        .await?;
-    Ok(())
+    delete_claim_and_class(&cluster, ns, &class).await
 }
 
 /// Static provisioning: a VirtualVolume applied with kubectl, a PV and a PVC
@@ -929,4 +952,173 @@ async fn cordon_and_read_back(cluster: &TestCluster) -> TestResult {
         .kubectl(&["delete", "storageclass", &class, "--wait=true"])
         .await?;
     Ok(())
+}
+
+/// The FUSE connection serving a volume's export on whichever node stages
+/// it: the device minor of the FUSE mount at `.../fuse/<ns>_<name>` in any
+/// process's mount table (the node plugin's).
+fn fuse_connection_of(vv_ns: &str, vv_name: &str) -> Option<String> {
+    let suffix = format!("/fuse/{vv_ns}_{vv_name}");
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for entry in procs.flatten() {
+        let Ok(table) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        for line in table.lines() {
+            // id parent major:minor root mount-point options... - type source ...
+            let fields: Vec<&str> = line.split(' ').collect();
+            let fs_type = line.split(" - ").nth(1).and_then(|t| t.split(' ').next());
+            if fields.len() > 4
+                && fields[4].ends_with(&suffix)
+                && fs_type.is_some_and(|t| t == "fuse" || t.starts_with("fuse."))
+            {
+                return fields[2].split(':').nth(1).map(str::to_owned);
+            }
+        }
+    }
+    None
+}
+
+/// Aborts a FUSE connection the way a crashed export server leaves it:
+/// every request on it fails from now on.
+fn abort_fuse_connection(minor: &str) -> TestResult {
+    let connections = std::path::Path::new("/sys/fs/fuse/connections");
+    if !connections.join(minor).exists() {
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(connections)
+            .status()?;
+        if !mounted.success() {
+            return Err(format!("mounting fusectl at {}: {mounted}", connections.display()).into());
+        }
+    }
+    std::fs::write(connections.join(minor).join("abort"), "1")?;
+    Ok(())
+}
+
+/// The reasons of the Events recorded on one object.
+async fn event_reasons(
+    cluster: &TestCluster,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.client().await.map_err(|e| e.to_string())?, ns);
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let list = events
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect())
+}
+
+async fn frontend_condition(
+    vvs: &Api<VirtualVolume>,
+    name: &str,
+) -> Result<(String, String, String), String> {
+    let status = vvs
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .unwrap_or_default();
+    let find = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let frontend = find(roam_crds::conditions::FRONTEND_HEALTHY)
+        .ok_or_else(|| format!("no FrontendHealthy condition in {:?}", status.conditions))?;
+    let ready = find(roam_crds::conditions::READY).unwrap_or_default();
+    Ok((frontend.0, frontend.1, ready.0))
+}
+
+/// A pod's frontend breaks (its FUSE connection aborted, as when the
+/// process serving it dies): the kubelet records the node plugin's abnormal
+/// VolumeCondition on the pod, the VirtualVolume says FrontendHealthy=False
+/// and not Ready, and its claim has a Warning Event. Once the pod is gone
+/// the volume is healthy again.
+#[tokio::test]
+async fn a_broken_frontend_shows_in_the_pod_the_volume_and_the_claim() -> TestResult {
+    let (cluster, ns, class) = claim_on_own_class(
+        json!({ "dataCenters": "dc-a,dc-b", "transferType": "Sync" }),
+        Mode::Filesystem,
+        "64Mi",
+    )
+    .await?;
+    let script = "set -e; echo before > /data/before; sync; sleep 3600";
+    start_pod(&cluster, ns.name(), "app", "dc-a", script).await?;
+    let (vv_ns, vv_name) = virtual_volume_of(&cluster, ns.name(), "data").await?;
+    let vvs: Api<VirtualVolume> = Api::namespaced(cluster.client().await?, &vv_ns);
+    wait_until("the volume to be Ready", POD_TIMEOUT, || async {
+        match frontend_condition(&vvs, &vv_name).await? {
+            (f, _, r) if f == "True" && r == "True" => Ok(()),
+            other => Err(format!("FrontendHealthy, reason, Ready: {other:?}")),
+        }
+    })
+    .await?;
+
+    let minor = fuse_connection_of(&vv_ns, &vv_name)
+        .ok_or_else(|| format!("no FUSE mount of {vv_ns}/{vv_name} in any mount table"))?;
+    abort_fuse_connection(&minor)?;
+
+    wait_until(
+        "the volume to report its broken frontend",
+        POD_TIMEOUT,
+        || async {
+            match frontend_condition(&vvs, &vv_name).await? {
+                (f, reason, r) if f == "False" && reason == "ExportBroken" && r == "False" => {
+                    Ok(())
+                }
+                other => Err(format!("FrontendHealthy, reason, Ready: {other:?}")),
+            }
+        },
+    )
+    .await?;
+    wait_until(
+        "a FrontendBroken Event on the claim",
+        POD_TIMEOUT,
+        || async {
+            let reasons =
+                event_reasons(&cluster, ns.name(), "PersistentVolumeClaim", "data").await?;
+            reasons
+                .iter()
+                .any(|(r, _)| r == "FrontendBroken")
+                .then_some(())
+                .ok_or_else(|| format!("events: {reasons:?}"))
+        },
+    )
+    .await?;
+    wait_until(
+        "the kubelet to record the abnormal condition on the pod",
+        POD_TIMEOUT,
+        || async {
+            let reasons = event_reasons(&cluster, ns.name(), "Pod", "app").await?;
+            reasons
+                .iter()
+                .any(|(r, m)| r == "VolumeConditionAbnormal" && m.contains("export"))
+                .then_some(())
+                .ok_or_else(|| format!("events: {reasons:?}"))
+        },
+    )
+    .await?;
+
+    // The pod goes; the broken stack is torn down and the report removed.
+    cluster
+        .kubectl(&["delete", "pod", "-n", ns.name(), "app", "--wait=true"])
+        .await?;
+    wait_until("the volume to be healthy again", POD_TIMEOUT, || async {
+        match frontend_condition(&vvs, &vv_name).await? {
+            (f, _, _) if f == "True" => Ok(()),
+            other => Err(format!("FrontendHealthy, reason, Ready: {other:?}")),
+        }
+    })
+    .await?;
+    delete_claim_and_class(&cluster, ns, &class).await
 }

@@ -25,6 +25,27 @@ pub fn pv_names(ns: &str, name: &str, pvs: &[std::sync::Arc<PersistentVolume>]) 
         .collect()
 }
 
+/// The PersistentVolumeClaims bound to this VirtualVolume's volumes.
+pub fn claims_of(
+    vv: &VirtualVolume,
+    pvcs: &[std::sync::Arc<PersistentVolumeClaim>],
+    pvs: &[std::sync::Arc<PersistentVolume>],
+) -> Vec<std::sync::Arc<PersistentVolumeClaim>> {
+    let pv = pv_names(&vv.namespace().unwrap_or_default(), &vv.name_any(), pvs);
+    if pv.is_empty() {
+        return Vec::new();
+    }
+    pvcs.iter()
+        .filter(|c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_ref())
+                .is_some_and(|v| pv.contains(v))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The VirtualVolume (namespace, name) a PersistentVolume carries.
 pub fn volume_of_pv(pv: &PersistentVolume) -> Option<(String, String)> {
     let csi = pv.spec.as_ref()?.csi.as_ref()?;
@@ -61,19 +82,12 @@ pub fn wanted_node(
     {
         return Some((n.clone(), "attached-node annotation"));
     }
-    let ns = vv.namespace().unwrap_or_default();
-    let pv = pv_names(&ns, &vv.name_any(), pvs);
+    let pv = pv_names(&vv.namespace().unwrap_or_default(), &vv.name_any(), pvs);
     if pv.is_empty() {
         return None;
     }
-    let claims: Vec<(String, String)> = pvcs
+    let claims: Vec<(String, String)> = claims_of(vv, pvcs, pvs)
         .iter()
-        .filter(|c| {
-            c.spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_ref())
-                .is_some_and(|v| pv.contains(v))
-        })
         .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
         .collect();
     let newest_pod = pods

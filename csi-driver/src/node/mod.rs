@@ -16,10 +16,12 @@
 //! volume while one is running gets ABORTED.
 //!
 //! Caveats: what is staged lives in this process's memory. If the plugin
-//! restarts, its FUSE exports die with it; a later NodeUnstage still unmounts
-//! what is left, and the CO stages again.
+//! restarts, its FUSE exports die with it. The next run reports them as
+//! lost ([`health`]: NodeGetVolumeStats, the VirtualVolume's conditions); a
+//! later NodeUnstage still clears what is left, and the CO stages again.
 
 mod error;
+pub mod health;
 pub mod mount;
 pub mod params;
 pub mod registration;

@@ -2,7 +2,7 @@
 //! at fault), takes the per-volume guard, and delegates to the frontend and
 //! to [`super::mount`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -444,6 +444,67 @@ impl NodeService {
             })
     }
 
+    /// The CSI ids of the volumes staged by this process.
+    pub fn staged_volumes(&self) -> BTreeSet<String> {
+        self.volumes().keys().cloned().collect()
+    }
+
+    /// Every volume whose frontend on this node carries no I/O: the staged
+    /// ones whose health check fails, and the exports an earlier run of this
+    /// plugin left mounted (they ended with it). What the health reporter
+    /// tells the directory ([`super::health`]).
+    pub async fn frontend_faults(&self) -> BTreeMap<String, FrontendFault> {
+        let mut faults = BTreeMap::new();
+        let staged: Vec<String> = self.volumes().keys().cloned().collect();
+        for volume in staged {
+            if let Some(broken) = self.frontend_broken(&volume).await {
+                faults.insert(volume, FrontendFault::broken(&broken));
+            }
+        }
+        for volume in self.exports_of_earlier_runs() {
+            let fault = self.lost_export(&volume);
+            faults.insert(volume, fault);
+        }
+        faults
+    }
+
+    /// Volumes whose FUSE export is mounted under the state directory while
+    /// this process neither staged them nor is staging them now.
+    fn exports_of_earlier_runs(&self) -> Vec<String> {
+        let root = self.config.state_dir.join("fuse");
+        // Read the mount table before the table of staged volumes: a stage
+        // that mounts its export after this read is not in it, and one that
+        // mounted it before is still in flight or already staged.
+        let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        let mounted = mount::mount_points(&mountinfo);
+        let root = root.to_string_lossy();
+        let staged: BTreeSet<PathBuf> = self.volumes().keys().map(|v| self.fuse_dir(v)).collect();
+        mounted
+            .iter()
+            .filter_map(|m| m.strip_prefix(&*root)?.strip_prefix('/'))
+            .filter(|name| !name.contains('/'))
+            .filter_map(volume_of_fuse_dir)
+            .filter(|volume| {
+                !staged.contains(&self.fuse_dir(volume)) && !self.in_flight.is_held(volume)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    fn lost_export(&self, volume_id: &str) -> FrontendFault {
+        FrontendFault {
+            reason: "ExportLost",
+            message: format!(
+                "volume {volume_id} was staged by an earlier run of the node plugin on {}, and \
+                 its export ended with it; restart the pod to stage the volume again",
+                self.config.node_name
+            ),
+        }
+    }
+
     /// The staged stack's health check, off the async threads (it stats
     /// through the FUSE export): None when it carries I/O.
     async fn frontend_broken(&self, volume_id: &str) -> Option<FrontendError> {
@@ -481,18 +542,7 @@ impl NodeService {
                 // another path stays NOT_FOUND.)
                 let ours = self.volumes().contains_key(&volume_id);
                 if !ours && mount::is_mount_point(&self.fuse_dir(&volume_id)).unwrap_or(false) {
-                    return Ok(NodeGetVolumeStatsResponse {
-                        usage: Vec::new(),
-                        volume_condition: Some(VolumeCondition {
-                            abnormal: true,
-                            message: format!(
-                                "volume {volume_id} was staged by an earlier run of the node \
-                                 plugin on {}, and its export ended with it; restart the pod \
-                                 to stage the volume again",
-                                self.config.node_name
-                            ),
-                        }),
-                    });
+                    return Ok(abnormal_stats(self.lost_export(&volume_id)));
                 }
                 return Err(not_staged);
             }
@@ -500,13 +550,7 @@ impl NodeService {
         if let Some(broken) = self.frontend_broken(&volume_id).await {
             // The filesystem (or the device) can't be asked for its usage
             // any more: say why, and nothing else.
-            return Ok(NodeGetVolumeStatsResponse {
-                usage: Vec::new(),
-                volume_condition: Some(VolumeCondition {
-                    abnormal: true,
-                    message: format!("{broken:#}; restart the pod to stage the volume again"),
-                }),
-            });
+            return Ok(abnormal_stats(FrontendFault::broken(&broken)));
         }
         let usage = if block {
             let device = device.ok_or_else(|| Status::internal("no device"))?;
@@ -584,6 +628,50 @@ impl NodeService {
             )));
         }
         Ok(size as i64)
+    }
+}
+
+/// A frontend that stopped carrying I/O, as NodeGetVolumeStats and the
+/// health reporter tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendFault {
+    /// CamelCase cause: `ExportBroken` (its health check fails) or
+    /// `ExportLost` (staged by an earlier run of the plugin).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl FrontendFault {
+    fn broken(error: &FrontendError) -> Self {
+        Self {
+            reason: "ExportBroken",
+            message: format!("{error:#}; restart the pod to stage the volume again"),
+        }
+    }
+}
+
+/// Stats of a volume whose usage can't be read: the fault, and nothing else.
+fn abnormal_stats(fault: FrontendFault) -> NodeGetVolumeStatsResponse {
+    NodeGetVolumeStatsResponse {
+        usage: Vec::new(),
+        volume_condition: Some(VolumeCondition {
+            abnormal: true,
+            message: fault.message,
+        }),
+    }
+}
+
+/// The CSI volume id of a FUSE directory's name, the inverse of `fuse_dir`
+/// for the ids Roam's controller makes, `<namespace>/<name>`: neither part
+/// of a Kubernetes name holds `_`, so `<namespace>_<name>` is one. A name
+/// without `_` is an id as it stands; None for any other name.
+fn volume_of_fuse_dir(name: &str) -> Option<String> {
+    match name.split_once('_') {
+        None => (!name.is_empty()).then(|| name.to_owned()),
+        Some((namespace, volume)) => {
+            (!namespace.is_empty() && !volume.is_empty() && !volume.contains('_'))
+                .then(|| format!("{namespace}/{volume}"))
+        }
     }
 }
 
@@ -825,5 +913,25 @@ impl Node for NodeService {
                 }))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::volume_of_fuse_dir;
+
+    #[test]
+    fn a_fuse_directory_names_its_volume() {
+        assert_eq!(
+            volume_of_fuse_dir("roam-volumes_pvc-1.a").as_deref(),
+            Some("roam-volumes/pvc-1.a")
+        );
+        assert_eq!(
+            volume_of_fuse_dir("sanity-vol").as_deref(),
+            Some("sanity-vol")
+        );
+        for not_a_volume in ["", "_x", "x_", "a_b_c"] {
+            assert_eq!(volume_of_fuse_dir(not_a_volume), None, "{not_a_volume:?}");
+        }
     }
 }

@@ -108,6 +108,18 @@ pub fn spawn_storage(dir: &Path, dc: &str, node: &str, port: u16) -> (Proc, Stri
 
 /// A CSI node plugin (`roam-csi node`) on a TCP endpoint.
 pub fn spawn_node(dir: &Path, node: &str, dc: &str, storage: &str, port: u16) -> (Proc, String) {
+    spawn_node_with(dir, node, dc, storage, port, &[])
+}
+
+/// [`spawn_node`] with extra flags.
+pub fn spawn_node_with(
+    dir: &Path,
+    node: &str,
+    dc: &str,
+    storage: &str,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, String) {
     let state = dir.join(format!("state-{node}"));
     let proc = Proc::spawn(
         node,
@@ -127,6 +139,7 @@ pub fn spawn_node(dir: &Path, node: &str, dc: &str, storage: &str, port: u16) ->
                 "--no-announce",
                 "--insecure",
             ])
+            .args(extra)
             .env_remove("KUBECONFIG"),
         &dir.join(format!("{node}.log")),
     );

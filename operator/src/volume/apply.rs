@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
@@ -224,6 +225,17 @@ pub fn action_reason(a: &Action) -> Option<(&'static str, String)> {
 
 /// Record an Event on the VirtualVolume (failures are logged, not returned).
 pub async fn event(ctx: &Context, vv: &VirtualVolume, warning: bool, reason: &str, note: String) {
+    publish(ctx, &vv.object_ref(&()), warning, reason, note).await;
+}
+
+/// Record an Event on any object (failures are logged, not returned).
+async fn publish(
+    ctx: &Context,
+    object: &ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_: if warning {
             EventType::Warning
@@ -235,15 +247,31 @@ pub async fn event(ctx: &Context, vv: &VirtualVolume, warning: bool, reason: &st
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &vv.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&ev, object).await {
         tracing::warn!("recording event {reason}: {e:#}");
     }
 }
 
-/// Record the plan's notes.
+/// Record the plan's notes. A frontend's change is the pod's business as
+/// well: it is recorded on the volume's claims too, where `kubectl describe
+/// pvc` shows it.
 pub async fn notes(ctx: &Context, vv: &VirtualVolume, notes: &[Note]) {
     for n in notes {
         event(ctx, vv, n.warning, n.reason, n.message.clone()).await;
+        if matches!(n.reason, super::frontend::BROKEN | super::frontend::HEALED) {
+            let claims =
+                crate::locality::claims_of(vv, &ctx.stores.pvcs.state(), &ctx.stores.pvs.state());
+            for claim in claims {
+                publish(
+                    ctx,
+                    &claim.object_ref(&()),
+                    n.warning,
+                    n.reason,
+                    n.message.clone(),
+                )
+                .await;
+            }
+        }
         if n.reason == "Relocated" {
             ctx.metrics
                 .relocations

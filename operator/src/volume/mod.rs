@@ -3,6 +3,7 @@
 //! `reconcile.rs` reads the world, `plan.rs` decides, `apply.rs` acts.
 
 pub mod apply;
+pub mod frontend;
 pub mod placement;
 pub mod plan;
 #[cfg(test)]

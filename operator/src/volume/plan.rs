@@ -89,6 +89,8 @@ pub struct Input<'a> {
     /// Per member data center.
     pub replicas: BTreeMap<String, ReplicaObs>,
     pub previous: Option<&'a VirtualVolumeStatus>,
+    /// Broken frontends the node plugins report, by node.
+    pub frontend_faults: Vec<(String, roam_crds::frontend::FrontendFault)>,
     pub now: Timestamp,
 }
 
@@ -649,7 +651,17 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
         phase.as_str(),
         format!("phase {}", phase.as_str()),
         None,
-        now,
+        now.clone(),
+    );
+    // The group is about its replicas; the volume also about its frontends.
+    let phase = super::frontend::fold(
+        &i.frontend_faults,
+        phase,
+        i.previous,
+        &mut vstatus,
+        &mut notes,
+        i.generation,
+        &now,
     );
 
     vstatus.phase = phase;

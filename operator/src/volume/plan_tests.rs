@@ -177,6 +177,7 @@ impl Case {
                 .map(|(d, r)| (d.to_string(), r.clone()))
                 .collect::<BTreeMap<_, _>>(),
             previous: None,
+            frontend_faults: Vec::new(),
             now: self.now,
         };
         plan(&input)

@@ -191,6 +191,7 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
             intent_at,
             replicas,
             previous: previous.as_ref(),
+            frontend_faults: super::frontend::reports(vv.annotations()),
             now: Timestamp::now(),
         };
         let decided = plan::plan(&input);
