@@ -166,6 +166,15 @@ pub struct FailoverPolicy {
     #[serde(default = "default_grace")]
     #[schemars(range(min = 1, max = 86400))]
     pub grace_period_seconds: u32,
+    /// After a failover away from a data center, delete the pods that use
+    /// the volume on that data center's nodes that are not Ready, and the
+    /// volume's VolumeAttachments to them, so that their controllers start
+    /// them again elsewhere at once instead of after Kubernetes' six-minute
+    /// force-detach. Unset: on for Sync with failurePolicy Block, where an
+    /// isolated old primary acknowledges nothing alone; off otherwise, where
+    /// it may still take writes from the pod it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_lost_nodes: Option<bool>,
 }
 
 fn default_grace() -> u32 {
@@ -177,6 +186,7 @@ impl Default for FailoverPolicy {
         Self {
             mode: FailoverMode::Automatic,
             grace_period_seconds: default_grace(),
+            release_lost_nodes: None,
         }
     }
 }

@@ -46,6 +46,23 @@ pub fn claims_of(
         .collect()
 }
 
+/// Whether the pod mounts one of the claims, given as (namespace, name).
+pub fn uses_a_claim(pod: &Pod, claims: &[(String, String)]) -> bool {
+    let ns = pod.namespace().unwrap_or_default();
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vols| {
+            vols.iter().any(|v| {
+                v.persistent_volume_claim.as_ref().is_some_and(|c| {
+                    claims
+                        .iter()
+                        .any(|(cns, cn)| *cns == ns && *cn == c.claim_name)
+                })
+            })
+        })
+}
+
 /// The VirtualVolume (namespace, name) a PersistentVolume carries.
 pub fn volume_of_pv(pv: &PersistentVolume) -> Option<(String, String)> {
     let csi = pv.spec.as_ref()?.csi.as_ref()?;
@@ -92,21 +109,7 @@ pub fn wanted_node(
         .collect();
     let newest_pod = pods
         .iter()
-        .filter(|p| {
-            let pns = p.namespace().unwrap_or_default();
-            p.spec
-                .as_ref()
-                .and_then(|s| s.volumes.as_ref())
-                .is_some_and(|vols| {
-                    vols.iter().any(|v| {
-                        v.persistent_volume_claim.as_ref().is_some_and(|c| {
-                            claims
-                                .iter()
-                                .any(|(cns, cn)| *cns == pns && *cn == c.claim_name)
-                        })
-                    })
-                })
-        })
+        .filter(|p| uses_a_claim(p, &claims))
         .filter_map(|p| {
             pod_is_running_somewhere(p).map(|n| (p.creation_timestamp(), n.to_string()))
         })

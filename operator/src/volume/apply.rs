@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType},
 };
 use roam_crds::{
@@ -221,6 +222,70 @@ pub fn action_reason(a: &Action) -> Option<(&'static str, String)> {
         Action::GrowGroup { size_bytes } => Some(("GroupGrown", format!("{size_bytes} bytes"))),
         Action::Configure { .. } => None,
     }
+}
+
+/// Deletes what keeps the volume on a lost data center's nodes: its pods
+/// there at once (no grace period: their kubelet is gone and would never
+/// confirm), then its VolumeAttachments to those nodes. Objects already
+/// gone are fine.
+pub async fn release(
+    ctx: &Context,
+    vv: &VirtualVolume,
+    release: &super::release::Release,
+) -> Result<(), Error> {
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(ae) if ae.code == 404);
+    for (ns, name) in &release.pods {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        match pods.delete(name, &now).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => {
+                return Err(Error::WriteObject {
+                    kind: "Pod",
+                    name: format!("{ns}/{name}"),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    let attachments: Api<VolumeAttachment> = Api::all(ctx.client.clone());
+    for name in &release.attachments {
+        match attachments.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => {
+                return Err(Error::WriteObject {
+                    kind: "VolumeAttachment",
+                    name: name.clone(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    let pods: Vec<String> = release
+        .pods
+        .iter()
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect();
+    event(
+        ctx,
+        vv,
+        true,
+        "ReleasedFromLostNodes",
+        format!(
+            "{} is lost: deleted pods [{}] and VolumeAttachments [{}] on its nodes that are not \
+             Ready",
+            release.data_center,
+            pods.join(", "),
+            release.attachments.join(", ")
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 /// Record an Event on the VirtualVolume (failures are logged, not returned).

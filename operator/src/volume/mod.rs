@@ -9,3 +9,4 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 pub mod reconcile;
+pub mod release;

@@ -726,6 +726,7 @@ fn lost_primary_case(elapsed_secs: i64, mode: FailoverMode) -> Case {
     c.spec.failover = FailoverPolicy {
         mode,
         grace_period_seconds: 30,
+        release_lost_nodes: None,
     };
     let mut st = gstatus("a", 2);
     st.members = vec![

@@ -23,7 +23,7 @@ use roam_crds::{
 use roam_proto::storage as pb;
 use tracing::instrument;
 
-use super::{apply, plan};
+use super::{apply, plan, release};
 use crate::{context::Context, error::Error, locality, storage};
 
 /// Controller name (metrics, logs).
@@ -259,10 +259,42 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
         explain_not_ready(&mut decided.volume_status.conditions, e);
     }
     apply::volume_status(ctx, vv, &decided.volume_status).await?;
+    release_lost_nodes(vv, decided.group_status.as_ref(), ctx).await?;
     match failure {
         Some(e) => Err(e),
         None => Ok(Requeue::requeue(decided.requeue)),
     }
+}
+
+/// After a failover, frees the volume from the lost data center's nodes
+/// (`release.rs`).
+async fn release_lost_nodes(
+    vv: &VirtualVolume,
+    group: Option<&roam_crds::CopyVolumeGroupStatus>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let s = &ctx.stores;
+    let (nodes, pods, pvcs, pvs, attachments) = (
+        s.nodes.state(),
+        s.pods.state(),
+        s.pvcs.state(),
+        s.pvs.state(),
+        s.attachments.state(),
+    );
+    let dcs = ctx.data_centers();
+    let world = release::World {
+        nodes: &nodes,
+        pods: &pods,
+        pvcs: &pvcs,
+        pvs: &pvs,
+        attachments: &attachments,
+        data_centers: &dcs,
+    };
+    let decided = release::decide(vv, group, &world);
+    if decided.is_empty() {
+        return Ok(());
+    }
+    apply::release(ctx, vv, &decided).await
 }
 
 /// A volume that is not Ready because a step failed says which step and why
