@@ -80,6 +80,22 @@ impl TestCluster {
         kubectl::run(&self.kubeconfig, args, None).await
     }
 
+    /// Deletes objects (`what`: `KIND NAME`, or `KIND --all`) in `namespace`
+    /// (None: cluster-scoped) and waits until they are gone.
+    pub async fn delete_and_wait(
+        &self,
+        namespace: Option<&str>,
+        what: &[&str],
+    ) -> Result<(), Error> {
+        let mut args = vec!["delete"];
+        args.extend_from_slice(what);
+        if let Some(ns) = namespace {
+            args.extend(["-n", ns]);
+        }
+        args.push("--wait=true");
+        self.kubectl(&args).await.map(drop)
+    }
+
     /// Like [`TestCluster::kubectl`], with `input` as kubectl's standard input
     /// (for `apply -f -`).
     pub async fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<String, Error> {
