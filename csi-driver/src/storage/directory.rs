@@ -125,3 +125,71 @@ impl Directory for GrpcDirectory {
         Ok(Duration::from_millis(reply.into_inner().lease_millis))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_with_the_held_epoch_is_superseded_anything_else_unreachable() {
+        let d = GrpcDirectory::new("http://127.0.0.1:9", None).expect("client");
+        let mut s = Status::failed_precondition("newer epoch");
+        s.metadata_mut()
+            .insert(DIRECTORY_HELD_EPOCH_KEY, "7".parse().expect("metadata"));
+        assert!(matches!(
+            d.error("v", 5, &s),
+            DirectoryError::Superseded {
+                held: 7,
+                asked: 5,
+                ..
+            }
+        ));
+        // Without the held epoch, or with any other code, nothing may be
+        // assumed recorded: the caller must not go on.
+        for s in [
+            Status::failed_precondition("no epoch said"),
+            Status::unavailable("down"),
+            Status::deadline_exceeded("slow"),
+        ] {
+            assert!(matches!(
+                d.error("v", 5, &s),
+                DirectoryError::Unreachable { .. }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_does_not_answer_is_unreachable_within_the_call_bound() {
+        // Accepts connections and never answers, as a partitioned peer's
+        // half-open connection would.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let d = GrpcDirectory::new(&format!("http://{addr}"), None).expect("client");
+        let started = std::time::Instant::now();
+        let renewed = d.renew_lease("v", 1, "dc-a").await;
+        assert!(
+            matches!(renewed, Err(DirectoryError::Unreachable { .. })),
+            "{renewed:?}"
+        );
+        let recorded = d.record_out_of_sync("v", 1, "dc-b").await;
+        assert!(
+            matches!(recorded, Err(DirectoryError::Unreachable { .. })),
+            "{recorded:?}"
+        );
+        // Each call gives up at CALL_TIMEOUT (connecting is bounded too).
+        assert!(
+            started.elapsed() < CALL_TIMEOUT * 5,
+            "two calls took {:?}",
+            started.elapsed()
+        );
+        silent.abort();
+    }
+}
