@@ -158,7 +158,10 @@ impl Operator {
             self.create_on(i).await?;
         }
         for i in 0..self.topology.len() {
-            self.configure(i).await?;
+            // The first definition persists a new replica's metadata: on
+            // a loaded machine longer than a status call may take.
+            let mut c = self.changes_client[i].clone();
+            self.configure_with(&mut c, i).await?;
         }
         Ok(())
     }
@@ -177,8 +180,17 @@ impl Operator {
     }
 
     async fn configure(&mut self, i: usize) -> Result<(), String> {
+        let mut c = self.calls[i].clone();
+        self.configure_with(&mut c, i).await
+    }
+
+    async fn configure_with(
+        &self,
+        client: &mut StorageClient<Channel>,
+        i: usize,
+    ) -> Result<(), String> {
         let group = self.group();
-        self.calls[i]
+        client
             .configure_group(ConfigureGroupRequest {
                 volume_id: self.volume.clone(),
                 group: Some(group),
