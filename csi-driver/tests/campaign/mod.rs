@@ -123,11 +123,16 @@ pub async fn run_findings() {
 /// fails on any violation or trial error.
 pub async fn run(seeds: Vec<u64>, kinds: Vec<FaultKind>) {
     let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
+    let contiguous = seeds.windows(2).all(|w| w[1] == w[0] + 1);
+    let listed = if contiguous {
+        format!("{}..={}", seeds[0], seeds[seeds.len() - 1])
+    } else {
+        let each: Vec<_> = seeds.iter().map(u64::to_string).collect();
+        each.join(",")
+    };
     eprintln!(
-        "fault campaign: {} trial(s), seeds {}..={}, kinds {}",
+        "fault campaign: {} trial(s), seeds {listed}, kinds {}",
         seeds.len(),
-        seeds[0],
-        seeds[seeds.len() - 1],
         names.join(",")
     );
     let started = Instant::now();
