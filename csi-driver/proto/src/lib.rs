@@ -17,6 +17,11 @@ pub mod roam {
             tonic::include_proto!("roam.replication.v1");
         }
     }
+    pub mod directory {
+        pub mod v1 {
+            tonic::include_proto!("roam.directory.v1");
+        }
+    }
 }
 
 /// The storage system API: replica life cycle, group definition, change of
@@ -27,6 +32,10 @@ pub use roam::storage::v1 as storage;
 /// copies, hand-over of the primary role.
 pub use roam::replication::v1 as replication;
 
+/// The directory: a group's in-sync set and its primary's lease, kept by the
+/// operator for the storage systems.
+pub use roam::directory::v1 as directory;
+
 /// The Container Storage Interface (CSI v1.x, the subset Roam serves).
 pub mod csi {
     tonic::include_proto!("csi.v1");
@@ -36,3 +45,7 @@ pub mod csi {
 pub mod pluginregistration {
     tonic::include_proto!("pluginregistration");
 }
+
+/// Metadata of a directory's FAILED_PRECONDITION refusal: the epoch the
+/// directory holds for the volume (see `roam/directory.proto`).
+pub const DIRECTORY_HELD_EPOCH_KEY: &str = "roam-held-epoch";

@@ -15,6 +15,7 @@
 //! serves per-volume metrics at /metrics (see [`metrics`]).
 
 mod convert;
+pub mod directory;
 pub mod error;
 mod host_stage;
 mod metrics;
@@ -66,6 +67,14 @@ pub struct StorageArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Serve per-volume metrics (Prometheus text) at /metrics on this address.
+    /// The directory (the operator's `roam/directory.proto` service) that
+    /// records the in-sync set of every group this storage system is
+    /// primary of and grants its lease. With it, a primary acknowledges
+    /// only while its lease holds and goes on without a member only once
+    /// the directory recorded it out of sync; without it, records stay in
+    /// each replica's metadata and no lease is held.
+    #[arg(long)]
+    pub directory: Option<String>,
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
@@ -154,21 +163,32 @@ pub async fn start_until(
         transfer_timeout: Duration::from_millis(args.transfer_timeout_ms),
         ..Default::default()
     };
+    let directory = match &args.directory {
+        Some(endpoint) => Some(Arc::new(directory::GrpcDirectory::new(
+            endpoint,
+            client_tls.clone(),
+        )?) as Arc<dyn roam_engine::directory::Directory>),
+        None => None,
+    };
     let transport = Arc::new(transport::GrpcTransport::new(client_tls, MAX_MESSAGE_BYTES));
-    let registry = Arc::new(registry::Registry::new(
-        args.data_dir.clone(),
-        args.data_center.clone(),
-        args.node.clone(),
-        args.advertise.clone(),
-        config,
-        transport,
-    ));
+    let registry = Arc::new(
+        registry::Registry::new(
+            args.data_dir.clone(),
+            args.data_center.clone(),
+            args.node.clone(),
+            args.advertise.clone(),
+            config,
+            transport,
+        )
+        .with_directory(directory),
+    );
     let opened = registry.open_all().await?;
     tracing::info!(
         data_center = %args.data_center,
         listen = %args.listen,
         advertise = %args.advertise,
         replicas = opened,
+        directory = args.directory.as_deref().unwrap_or("none"),
         tls = server_tls.is_some(),
         "storage system starting"
     );

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use roam_engine::backend::ReplicaDir;
+use roam_engine::directory::Directory;
 use roam_engine::transport::Transport;
 use roam_engine::{EngineConfig, Volume};
 use tokio::sync::Mutex;
@@ -19,6 +20,8 @@ pub struct Registry {
     pub endpoint: String,
     pub config: EngineConfig,
     transport: Arc<dyn Transport>,
+    /// Attached to every replica opened (see [`Registry::with_directory`]).
+    directory: Option<Arc<dyn Directory>>,
     volumes: Mutex<HashMap<String, Volume>>,
 }
 
@@ -58,8 +61,18 @@ impl Registry {
             endpoint,
             config,
             transport,
+            directory: None,
             volumes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Record the in-sync set of every replica in `directory` and hold each
+    /// primary's lease through it, from the moment the replica is opened:
+    /// a primary restarted at an epoch the directory has moved past learns
+    /// so from its first renewal and acknowledges nothing before.
+    pub fn with_directory(mut self, directory: Option<Arc<dyn Directory>>) -> Self {
+        self.directory = directory;
+        self
     }
 
     /// Open every replica found under the data directory.
@@ -91,7 +104,11 @@ impl Registry {
             volume: id.into(),
             source,
         })?;
-        Ok(Volume::open(id, files, self.transport.clone(), self.config.clone()).await?)
+        let vol = Volume::open(id, files, self.transport.clone(), self.config.clone()).await?;
+        if let Some(d) = &self.directory {
+            vol.attach_directory(d.clone());
+        }
+        Ok(vol)
     }
 
     pub async fn get(&self, id: &str) -> Result<Volume> {

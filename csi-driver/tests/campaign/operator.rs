@@ -2,9 +2,16 @@
 //! operator uses, with the operator's rules (operator/src/volume/plan.rs):
 //! configure every member at the primary's epoch, create a replica that is
 //! missing, move the primary on request with `TransferPrimary`, and, once the
-//! primary has not answered for a grace period, promote the most up-to-date
-//! reachable member (highest durable position; ties to the first data
-//! center) at an epoch above every one held, then configure the others.
+//! primary has not answered (or stayed fenced) for a grace period, promote
+//! the most up-to-date reachable member of the recorded in-sync set (highest
+//! durable position; ties to the first data center) at an epoch above every
+//! one held, then configure the others.
+//!
+//! It keeps the directory too ([`DirectoryRecord`]), as the real operator
+//! does: every change of primary is recorded there before the storage call
+//! (intent first), and a failover waits out every lease the directory
+//! granted to another member before it promotes, so that the old primary
+//! has stopped acknowledging, whatever the policy, before the new one starts.
 //!
 //! Its calls leave from the operator's own network namespace, so a partition
 //! can cut a storage system off from the operator alone. Every change of
@@ -25,6 +32,7 @@ use tonic::transport::Channel;
 use super::checker::{Snapshot, read_snapshot};
 use super::workload::Reign;
 use super::world::{Topology, channel};
+use crate::support::directory::DirectoryRecord;
 
 /// How long the primary may not answer before the operator fails over.
 pub const GRACE: Duration = Duration::from_millis(800);
@@ -52,6 +60,9 @@ pub struct Change {
     pub to: Reign,
     /// When the operator asked for it.
     pub asked: Duration,
+    /// When the new primary was told to take over: for a failover, after
+    /// the old primary's lease ran out.
+    pub promoted: Duration,
     /// What the new primary held when it took over.
     pub snapshot: Option<Snapshot>,
 }
@@ -73,6 +84,7 @@ pub struct Operator {
     pub changes: Vec<Change>,
     pub log: Vec<String>,
     base: Instant,
+    directory: DirectoryRecord,
 }
 
 type Obs = Result<ReplicaStatus, tonic::Status>;
@@ -85,6 +97,7 @@ impl Operator {
         transfer_type: TransferType,
         policy: FailurePolicy,
         base: Instant,
+        directory: DirectoryRecord,
     ) -> (Operator, watch::Receiver<Reign>) {
         let (target, rx) = watch::channel(Reign { node: 0, epoch: 1 });
         let op = Operator {
@@ -108,6 +121,7 @@ impl Operator {
             changes: Vec::new(),
             log: Vec::new(),
             base,
+            directory,
         };
         (op, rx)
     }
@@ -144,13 +158,18 @@ impl Operator {
             self.create_on(i).await?;
         }
         for i in 0..self.topology.len() {
-            self.configure(i).await?;
+            // The first definition persists a new replica's metadata: on
+            // a loaded machine longer than a status call may take.
+            let mut c = self.changes_client[i].clone();
+            self.configure_with(&mut c, i).await?;
         }
         Ok(())
     }
 
     async fn create_on(&mut self, i: usize) -> Result<(), String> {
-        self.calls[i]
+        // Allocating the real volume takes longer than a status call,
+        // the more so on a loaded machine.
+        self.changes_client[i]
             .create_replica(CreateReplicaRequest {
                 volume_id: self.volume.clone(),
                 size_bytes: self.size,
@@ -161,8 +180,17 @@ impl Operator {
     }
 
     async fn configure(&mut self, i: usize) -> Result<(), String> {
+        let mut c = self.calls[i].clone();
+        self.configure_with(&mut c, i).await
+    }
+
+    async fn configure_with(
+        &self,
+        client: &mut StorageClient<Channel>,
+        i: usize,
+    ) -> Result<(), String> {
         let group = self.group();
-        self.calls[i]
+        client
             .configure_group(ConfigureGroupRequest {
                 volume_id: self.volume.clone(),
                 group: Some(group),
@@ -191,6 +219,7 @@ impl Operator {
         to: usize,
         epoch: u64,
         asked: Duration,
+        promoted: Duration,
         snapshot: Option<Snapshot>,
     ) {
         let from = Reign {
@@ -210,6 +239,7 @@ impl Operator {
             from,
             to: Reign { node: to, epoch },
             asked,
+            promoted,
             snapshot,
         });
         let _ = self.target.send(Reign { node: to, epoch });
@@ -228,16 +258,20 @@ impl Operator {
             .max_by_key(|(_, s)| s.epoch)
             .map(|(i, s)| (i, s.epoch));
         if let Some((i, epoch)) = newer {
+            self.directory
+                .record_primary(epoch, &self.topology.data_centers[i]);
             let snapshot = read_snapshot(&mut self.host[i].clone(), &self.volume)
                 .await
                 .ok();
             let asked = self.now();
-            self.publish(ChangeKind::Adopted, i, epoch, asked, snapshot);
+            self.publish(ChangeKind::Adopted, i, epoch, asked, asked, snapshot);
             return obs;
         }
         let p = self.primary;
         match &obs[p] {
-            Ok(s) if s.role == Role::Primary as i32 && s.epoch == self.epoch => {
+            // A primary that stays fenced (a hand-over that failed after the
+            // directory moved on) takes no writes: as good as lost.
+            Ok(s) if s.role == Role::Primary as i32 && s.epoch == self.epoch && !s.fenced => {
                 self.lost_since = None;
                 self.last_primary = Some(s.clone());
             }
@@ -279,13 +313,16 @@ impl Operator {
         obs
     }
 
-    /// Forced promotion of the most up-to-date reachable member.
+    /// Forced promotion of the most up-to-date reachable member of the
+    /// recorded in-sync set, once every lease of another member ran out.
     pub async fn failover(&mut self, obs: &[Obs]) -> bool {
         let p = self.primary;
+        let out_of_sync = self.directory.out_of_sync();
         let candidate = obs
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != p)
+            .filter(|(j, _)| !out_of_sync.contains(&self.topology.data_centers[*j]))
             .filter_map(|(j, o)| o.as_ref().ok().map(|s| (j, s)))
             .filter(|(_, s)| s.role != Role::None as i32)
             .max_by(|(a, sa), (b, sb)| sa.durable_seq.cmp(&sb.durable_seq).then(b.cmp(a)))
@@ -298,7 +335,8 @@ impl Operator {
             .filter_map(|o| o.as_ref().ok().map(|s| s.epoch))
             .max()
             .unwrap_or(0);
-        let epoch = self.epoch.max(held) + 1;
+        let epoch = self.epoch.max(held).max(self.directory.epoch()) + 1;
+        let dc = self.topology.data_centers[j].clone();
         let reported_applied = self.last_primary.as_ref().and_then(|s| {
             s.members
                 .iter()
@@ -306,6 +344,28 @@ impl Operator {
                 .map(|m| m.applied_seq)
         });
         let asked = self.now();
+        // Intent first: from here on the directory grants no lease at an
+        // older epoch; the old primary's last one runs out by `until`.
+        let until = match self.directory.begin_failover(&dc, epoch) {
+            Ok(until) => until,
+            Err(e) => {
+                self.note(format!("failover to {dc} at {epoch}: {e}"));
+                return false;
+            }
+        };
+        let waited = until.saturating_duration_since(Instant::now());
+        tokio::time::sleep_until(until.into()).await;
+        // Async: what the promotion may lose is what the old primary wrote
+        // past the candidate's position it last reported.
+        let possible_loss = match (&self.last_primary, reported_applied) {
+            (Some(s), Some(applied)) => format!("{} writes", s.written_seq.saturating_sub(applied)),
+            _ => "unknown (no status of the old primary)".to_string(),
+        };
+        self.note(format!(
+            "failover to {dc} at {epoch}: waited {} ms for the old lease to run out; possible loss {possible_loss}",
+            waited.as_millis()
+        ));
+        let promoted_at = self.now();
         let promoted = self.changes_client[j]
             .promote(PromoteRequest {
                 volume_id: self.volume.clone(),
@@ -327,6 +387,7 @@ impl Operator {
             j,
             epoch,
             asked,
+            promoted_at,
             snapshot,
         );
         for (k, o) in obs.iter().enumerate() {
@@ -349,6 +410,16 @@ impl Operator {
         let epoch = self.epoch + 1;
         let asked = self.now();
         let p = self.primary;
+        // Intent first: a restarted old primary, its fence forgotten, gets
+        // no lease at the old epoch, whatever became of the hand-over.
+        if let Err(e) = self
+            .directory
+            .begin_transfer(&self.topology.data_centers[to], epoch)
+        {
+            let e = format!("TransferPrimary to {}: {e}", self.topology.data_centers[to]);
+            self.note(e.clone());
+            return Err(e);
+        }
         let reply = self.changes_client[p]
             .transfer_primary(TransferPrimaryRequest {
                 volume_id: self.volume.clone(),
@@ -361,7 +432,7 @@ impl Operator {
                 let snapshot = read_snapshot(&mut self.host[to].clone(), &self.volume)
                     .await
                     .ok();
-                self.publish(ChangeKind::Transfer, to, epoch, asked, snapshot);
+                self.publish(ChangeKind::Transfer, to, epoch, asked, asked, snapshot);
                 Ok(())
             }
             Err(s) => {

@@ -2,7 +2,8 @@
 //! per data center (separate processes, each in its network namespace, each
 //! data directory on a small tmpfs of its own so that it can fill up), and a
 //! namespace for the operator's side, whose calls reach each storage system
-//! through a forwarder there. A partition can so cut a storage system off
+//! through a forwarder there, as theirs reach the directory it keeps
+//! (`support/directory.rs`, served from this process). A partition can so cut a storage system off
 //! from its peers, from the operator, or both, while the host (this process,
 //! in the root namespace) still reaches it, as an application in the same
 //! data center would.
@@ -15,6 +16,7 @@ use roam_proto::storage::storage_client::StorageClient;
 use tonic::transport::Channel;
 
 use crate::support::cluster::{Cluster, PORT};
+use crate::support::directory::{self, DirectoryRecord};
 use crate::support::netns::Network;
 use crate::support::tmpfs::SmallTmpfs;
 
@@ -22,6 +24,8 @@ use crate::support::tmpfs::SmallTmpfs;
 const OPERATOR_PORT_BASE: u16 = 8100;
 /// Namespace index of the operator's side (storage systems use 0, 1, ...).
 const OPERATOR_INDEX: u8 = 9;
+/// Port of the forwarder to the directory in the operator's namespace.
+const DIRECTORY_PORT: u16 = 8200;
 
 /// Addresses of one trial, cheap to clone: what the operator and the
 /// workload need to reach the storage systems.
@@ -58,6 +62,8 @@ pub fn channel(endpoint: &str, timeout: Duration) -> StorageClient<Channel> {
 
 pub struct World {
     forwarders: Vec<Child>,
+    /// Serves the directory the storage systems reach (kept by the operator).
+    serving_directory: tokio::task::AbortHandle,
     pub cluster: Cluster,
     pub topology: Topology,
     operator_ip: Ipv4Addr,
@@ -70,7 +76,9 @@ pub struct World {
 }
 
 impl World {
-    pub async fn start(nodes: u8, disk_bytes: u64) -> World {
+    /// Starts the storage systems, each told to use the directory
+    /// `directory` (served from the operator's side).
+    pub async fn start(nodes: u8, disk_bytes: u64, directory: DirectoryRecord) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let disks: Vec<SmallTmpfs> = (0..nodes)
             .map(|i| SmallTmpfs::mount(&dir.path().join(format!("disk-{i}")), disk_bytes))
@@ -80,25 +88,33 @@ impl World {
             .enumerate()
             .map(|(i, d)| (i as u8, d.path()))
             .collect();
-        let mut cluster = Cluster::start(nodes, 0, &dirs).await;
+        // The storage systems reach the directory through a forwarder in the
+        // operator's namespace (started below; until then they retry).
+        let mut cluster = Cluster::start_with(nodes, 0, &dirs, |net| {
+            let operator_ip = net.addr(10 + OPERATOR_INDEX);
+            vec![
+                "--directory".into(),
+                format!("http://{operator_ip}:{DIRECTORY_PORT}"),
+            ]
+        })
+        .await;
         let (op_ns, operator_ip) = cluster.net.add_namespace(OPERATOR_INDEX);
-        let mut forwarders = Vec::new();
+        let (directory_addr, serving_directory) = directory::serve(
+            directory.clone(),
+            std::net::SocketAddr::from((cluster.net.addr(1), 0)),
+        )
+        .await;
+        let mut forwarders = vec![forwarder(
+            &op_ns,
+            &format!("{operator_ip}:{DIRECTORY_PORT}"),
+            &directory_addr.to_string(),
+        )];
         for (i, node) in cluster.nodes.iter().enumerate() {
-            let child = Command::new("ip")
-                .args(["netns", "exec", &op_ns])
-                .arg(env!("CARGO_BIN_EXE_roam-delay-proxy"))
-                .args([
-                    "--listen",
-                    &format!("{operator_ip}:{}", OPERATOR_PORT_BASE + i as u16),
-                ])
-                .args(["--upstream", &format!("{}:{PORT}", node.ip)])
-                .args(["--delay-us", "0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start the operator's forwarder");
-            forwarders.push(child);
+            forwarders.push(forwarder(
+                &op_ns,
+                &format!("{operator_ip}:{}", OPERATOR_PORT_BASE + i as u16),
+                &format!("{}:{PORT}", node.ip),
+            ));
         }
         let topology = Topology {
             data_centers: cluster
@@ -115,6 +131,7 @@ impl World {
         let n = nodes as usize;
         let world = World {
             forwarders,
+            serving_directory,
             cluster,
             topology,
             operator_ip,
@@ -240,8 +257,23 @@ impl World {
     }
 }
 
+/// A forwarder in namespace `ns` from `listen` to `upstream`, undelayed.
+fn forwarder(ns: &str, listen: &str, upstream: &str) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(env!("CARGO_BIN_EXE_roam-delay-proxy"))
+        .args(["--listen", listen, "--upstream", upstream])
+        .args(["--delay-us", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a forwarder in the operator's namespace")
+}
+
 impl Drop for World {
     fn drop(&mut self) {
+        self.serving_directory.abort();
         for child in &mut self.forwarders {
             let _ = child.kill();
             let _ = child.wait();

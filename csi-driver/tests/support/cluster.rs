@@ -30,6 +30,8 @@ pub struct StorageNode {
     pub ip: Ipv4Addr,
     pub data_dir: PathBuf,
     log: PathBuf,
+    /// More flags for the storage system, at every start.
+    extra_args: Vec<String>,
     server: Option<Child>,
     proxy: Option<Child>,
 }
@@ -68,6 +70,7 @@ impl StorageNode {
             .arg("--insecure")
             // Short, so that Block and Degrade decide within a test's patience.
             .args(["--ack-timeout-ms", "2000"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -168,6 +171,17 @@ impl Cluster {
     /// behind a proxy adding `delay_us` per direction. `data_dirs` overrides a
     /// node's data directory (e.g. a small tmpfs).
     pub async fn start(count: u8, delay_us: u64, data_dirs: &[(u8, &Path)]) -> Self {
+        Self::start_with(count, delay_us, data_dirs, |_| Vec::new()).await
+    }
+
+    /// [`Cluster::start`], each storage system with the flags `extra_args`
+    /// gives for the network (e.g. a directory reached through it).
+    pub async fn start_with(
+        count: u8,
+        delay_us: u64,
+        data_dirs: &[(u8, &Path)],
+        extra_args: impl Fn(&Network) -> Vec<String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut net = Network::new();
         let mut nodes = Vec::new();
@@ -186,6 +200,7 @@ impl Cluster {
                 ip,
                 data_dir,
                 log: dir.path().join(format!("storage-{index}.log")),
+                extra_args: extra_args(&net),
                 server: None,
                 proxy: None,
             };

@@ -12,6 +12,7 @@
 
 pub mod blocks;
 pub mod cluster;
+pub mod directory;
 pub mod netns;
 pub mod raw_grpc;
 pub mod tmpfs;
