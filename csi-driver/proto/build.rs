@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let mut protos: Vec<std::path::PathBuf> = Vec::new();
     for dir in ["csi", "roam"] {
+        // The folder too: a .proto added later must rebuild as well.
+        println!("cargo:rerun-if-changed={dir}");
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
