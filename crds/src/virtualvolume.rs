@@ -164,9 +164,14 @@ pub struct FailoverPolicy {
     /// How long the primary's storage system must be unreachable before an
     /// automatic failover.
     #[serde(default = "default_grace")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = GRACE_PERIOD_SECONDS_MIN, max = GRACE_PERIOD_SECONDS_MAX))]
     pub grace_period_seconds: u32,
 }
+
+/// Bounds of `spec.failover.gracePeriodSeconds` (the schema's, and the CSI
+/// driver's check of the StorageClass parameter).
+pub const GRACE_PERIOD_SECONDS_MIN: u32 = 1;
+pub const GRACE_PERIOD_SECONDS_MAX: u32 = 86400;
 
 fn default_grace() -> u32 {
     30
