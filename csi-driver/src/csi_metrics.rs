@@ -4,7 +4,9 @@
 //! RPC, volume, node, outcome and duration, and counts it in
 //! `roam_csi_rpc_total`, `roam_csi_rpc_errors_total` (by gRPC code) and
 //! `roam_csi_rpc_duration_seconds`. Labels are the RPC name and the code's
-//! stable name, never an id, so the series stay few. [`serve_metrics`]
+//! stable name, never an id, so the series stay few. The node plugin adds
+//! one series per staged volume, `roam_csi_node_frontend_healthy`
+//! ([`RpcObserver::frontends_checked`]). [`serve_metrics`]
 //! exposes them as Prometheus text on `/metrics`, beside a `/healthz` that
 //! answers while the process serves.
 
@@ -16,6 +18,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tonic::Status;
@@ -32,6 +35,13 @@ struct ErrorLabels {
     code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrontendLabels {
+    /// The real volume id (`<namespace>.<name>`), as in the storage metrics.
+    volume: String,
+    node: String,
+}
+
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
 
 /// Counts, errors and durations of the CSI calls of one process.
@@ -40,6 +50,7 @@ pub struct RpcObserver {
     calls: Family<RpcLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
+    frontends: Family<FrontendLabels, Gauge>,
     registry: Arc<Registry>,
     node: Arc<str>,
 }
@@ -67,10 +78,17 @@ impl RpcObserver {
             "Duration of CSI calls",
             durations.clone(),
         );
+        let frontends = Family::<FrontendLabels, Gauge>::default();
+        registry.register(
+            "node_frontend_healthy",
+            "Per volume staged on this node: 1 while its frontend (FUSE export, loop device) carries I/O",
+            frontends.clone(),
+        );
         Self {
             calls,
             errors,
             durations,
+            frontends,
             registry: Arc::new(registry),
             node: node.into(),
         }
@@ -111,6 +129,31 @@ impl RpcObserver {
             }
         }
         result
+    }
+
+    /// The result of one check of every staged volume's frontend (real
+    /// volume id, healthy): sets their series and drops those of the volumes
+    /// in `before` that are no longer staged. Returns the ids now exported.
+    pub fn frontends_checked(
+        &self,
+        checked: &[(String, bool)],
+        before: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        let labels = |volume: &str| FrontendLabels {
+            volume: volume.to_owned(),
+            node: self.node.to_string(),
+        };
+        let now: std::collections::BTreeSet<String> =
+            checked.iter().map(|(v, _)| v.clone()).collect();
+        for gone in before.difference(&now) {
+            self.frontends.remove(&labels(gone));
+        }
+        for (volume, healthy) in checked {
+            self.frontends
+                .get_or_create(&labels(volume))
+                .set(i64::from(*healthy));
+        }
+        now
     }
 
     /// The metrics in Prometheus text format.
@@ -175,6 +218,31 @@ pub async fn serve_metrics(addr: SocketAddr, observer: RpcObserver) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_staged_volume_has_a_frontend_series_until_it_is_unstaged() {
+        let observer = RpcObserver::new("n1");
+        let exported = observer.frontends_checked(
+            &[("apps.a".into(), true), ("apps.b".into(), false)],
+            &Default::default(),
+        );
+        let text = observer.encode();
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.a",node="n1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.b",node="n1"} 0"#),
+            "{text}"
+        );
+        observer.frontends_checked(&[("apps.b".into(), true)], &exported);
+        let text = observer.encode();
+        assert!(!text.contains(r#"volume="apps.a""#), "{text}");
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.b",node="n1"} 1"#),
+            "{text}"
+        );
+    }
 
     #[tokio::test]
     async fn calls_and_errors_are_counted_by_rpc_and_code() {

@@ -24,6 +24,10 @@ use crate::csi_metrics::{RpcObserver, serve_metrics};
 use crate::identity::{IdentityService, Readiness};
 use crate::node::{NodeConfig, NodeService};
 
+/// How often the node plugin checks the frontend of every staged volume
+/// (`roam_csi_node_frontend_healthy`): a few scrapes' worth at most.
+const FRONTEND_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Flags of `roam-csi controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
@@ -322,6 +326,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         },
         observer,
     ));
+    tokio::spawn(node.clone().watch_frontends(FRONTEND_CHECK_INTERVAL));
     let router = Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::from_arc(node.clone()));

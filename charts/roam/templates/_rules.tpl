@@ -76,4 +76,13 @@ groups:
         labels: {severity: warning}
         annotations:
           summary: {{`"{{ $labels.rpc }} fails on {{ $labels.kubernetes_node }} ({{ $labels.code }})"`}}
+      - alert: RoamVolumeFrontendBroken
+        # A staged volume's frontend stopped carrying I/O (the FUSE export
+        # does not answer, or the loop device lost its file): the node
+        # plugin's own check, every 10s.
+        expr: max by (volume, node) (roam_csi_node_frontend_healthy == 0)
+        for: 1m
+        labels: {severity: warning}
+        annotations:
+          summary: {{`"Volume {{ $labels.volume }}: the frontend on {{ $labels.node }} is broken"`}}
 {{- end }}

@@ -100,6 +100,40 @@ impl NodeService {
         self.config.state_dir.join("fuse").join(name)
     }
 
+    /// Checks the frontend of every staged volume every `interval` and
+    /// exports the result per volume (`roam_csi_node_frontend_healthy`), so
+    /// that a broken export shows before the kubelet next asks for
+    /// NodeGetVolumeStats. Runs until the process ends.
+    pub async fn watch_frontends(self: Arc<Self>, interval: Duration) {
+        let mut exported = BTreeSet::new();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let volumes = Arc::clone(&self.volumes);
+            // Off the async threads: each check stats through a FUSE export.
+            let checked = tokio::task::spawn_blocking(move || {
+                let volumes = volumes.lock().unwrap_or_else(PoisonError::into_inner);
+                volumes
+                    .iter()
+                    .filter_map(|(id, staged)| {
+                        let stack = staged.stack.as_ref()?;
+                        let (ns, name) = crate::controller::params::split_volume_id(id)?;
+                        Some((
+                            roam_crds::real_volume_id(ns, name),
+                            stack.check_health().is_ok(),
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match checked {
+                Ok(checked) => exported = self.observer.frontends_checked(&checked, &exported),
+                Err(e) => tracing::warn!("frontend health check task: {e}"),
+            }
+        }
+    }
+
     /// Tears down every staged volume (process shutdown).
     pub fn shutdown(&self) {
         let drained: Vec<(String, Staged)> = self.volumes().drain().collect();
