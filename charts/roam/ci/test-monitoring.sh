@@ -153,7 +153,9 @@ poll 60 "Prometheus sees the writes to $volume" writes
 # The file system's mount read the volume through the node plugin's frontend.
 reads() { query 'sum(rate(roam_storage_reads_total[5m])) > 0' | grep -q '"value"'; }
 poll 60 "Prometheus sees host reads" reads
-relocated() { query 'sum(increase(roam_operator_relocations_total{kind="planned"}[1h])) > 0' | grep -q '"value"'; }
+# (The histogram is exported from the start, at 0, so its rise is seen;
+# the relocation counter's series only appears with its first change.)
+relocated() { query 'sum(increase(roam_operator_relocation_duration_seconds_count[1h])) > 0' | grep -q '"value"'; }
 poll 60 "Prometheus sees the relocation" relocated
 
 # Every panel of the dashboard shows data ($volume and $data_center: all):
