@@ -106,9 +106,11 @@ ios = job["write"]["total_ios"] + job["read"]["total_ios"]
 a, b = totals(sys.argv[2]), totals(sys.argv[3])
 d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
 writes, flushes = d.get("roam_storage_writes_total", 0), d.get("roam_storage_flushes_total", 0)
-print(f"fio I/Os {ios}; replica writes {writes:.0f} ({writes / max(ios, 1):.2f} per I/O), "
+reads = d.get("roam_storage_reads_total", 0)
+print(f"fio I/Os {ios}; replica reads {reads:.0f} ({reads / max(ios, 1):.2f} per I/O), "
+      f"writes {writes:.0f} ({writes / max(ios, 1):.2f} per I/O), "
       f"flushes {flushes:.0f} ({flushes / max(ios, 1):.2f} per I/O), "
-      f"mean flush {1e6 * d.get('roam_storage_flush_seconds_total', 0) / max(flushes, 1):.0f} us")
+      f"mean flush {1e6 * d.get('roam_storage_flush_duration_seconds_sum', 0) / max(flushes, 1):.0f} us")
 PY
       echo
     fi

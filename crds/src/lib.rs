@@ -33,8 +33,9 @@ pub use copyvolumegroup::{
 };
 pub use datacenter::{DataCenter, DataCenterSpec, DataCenterStatus, StorageSystemStatus};
 pub use virtualvolume::{
-    FailoverMode, FailoverPolicy, FailurePolicy, FsType, TransferType, VirtualVolume,
-    VirtualVolumeSpec, VirtualVolumeStatus, VolumePhase,
+    FailoverMode, FailoverPolicy, FailurePolicy, FsType, GRACE_PERIOD_SECONDS_MAX,
+    GRACE_PERIOD_SECONDS_MIN, TransferType, VirtualVolume, VirtualVolumeSpec, VirtualVolumeStatus,
+    VolumePhase,
 };
 
 /// API group of every Roam resource.
@@ -57,6 +58,12 @@ pub const ATTACHED_NODE_ANNOTATION: &str = "roam.dev/attached-node";
 /// VirtualVolume annotation: the CreateVolume name the volume was created
 /// from, kept for idempotency when the name had to be sanitized.
 pub const CSI_NAME_ANNOTATION: &str = "roam.dev/csi-name";
+/// CopyVolumeGroup annotation: the epoch of a pending intent that a person
+/// asked for as a failover (`kubectl roam promote`, written with the intent
+/// while the primary did not answer). In `Manual` failover mode the operator
+/// promotes only an intent carrying it; a later intent has a higher epoch,
+/// so a stale annotation never applies to it.
+pub const PROMOTE_EPOCH_ANNOTATION: &str = "roam.dev/promote-epoch";
 /// Finalizer the operator puts on a VirtualVolume so that deleting it deletes
 /// its real volumes first.
 pub const VOLUME_FINALIZER: &str = "roam.dev/real-volumes";

@@ -164,7 +164,7 @@ pub struct FailoverPolicy {
     /// How long the primary's storage system must be unreachable before an
     /// automatic failover.
     #[serde(default = "default_grace")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = GRACE_PERIOD_SECONDS_MIN, max = GRACE_PERIOD_SECONDS_MAX))]
     pub grace_period_seconds: u32,
     /// After a failover away from a data center, delete the pods that use
     /// the volume on that data center's nodes that are not Ready, and the
@@ -176,6 +176,11 @@ pub struct FailoverPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_lost_nodes: Option<bool>,
 }
+
+/// Bounds of `spec.failover.gracePeriodSeconds` (the schema's, and the CSI
+/// driver's check of the StorageClass parameter).
+pub const GRACE_PERIOD_SECONDS_MIN: u32 = 1;
+pub const GRACE_PERIOD_SECONDS_MAX: u32 = 86400;
 
 fn default_grace() -> u32 {
     30

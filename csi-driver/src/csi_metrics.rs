@@ -4,7 +4,9 @@
 //! RPC, volume, node, outcome and duration, and counts it in
 //! `roam_csi_rpc_total`, `roam_csi_rpc_errors_total` (by gRPC code) and
 //! `roam_csi_rpc_duration_seconds`. Labels are the RPC name and the code's
-//! stable name, never an id, so the series stay few. [`serve_metrics`]
+//! stable name, never an id, so the series stay few. The node plugin adds
+//! one series per staged volume, `roam_csi_node_frontend_healthy`
+//! ([`RpcObserver::frontends_checked`]). [`serve_metrics`]
 //! exposes them as Prometheus text on `/metrics`, beside a `/healthz` that
 //! answers while the process serves.
 
@@ -29,14 +31,16 @@ struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VolumeLabels {
-    volume: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     rpc: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrontendLabels {
+    /// The real volume id (`<namespace>.<name>`), as in the storage metrics.
+    volume: String,
+    node: String,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -47,7 +51,7 @@ pub struct RpcObserver {
     calls: Family<RpcLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
-    frontend_healthy: Family<VolumeLabels, Gauge>,
+    frontends: Family<FrontendLabels, Gauge>,
     registry: Arc<Registry>,
     node: Arc<str>,
 }
@@ -63,7 +67,6 @@ impl RpcObserver {
         let calls = Family::<RpcLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
-        let frontend_healthy = Family::<VolumeLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("roam_csi");
         registry.register("rpc", "CSI calls handled", calls.clone());
         registry.register(
@@ -76,17 +79,18 @@ impl RpcObserver {
             "Duration of CSI calls",
             durations.clone(),
         );
+        let frontends = Family::<FrontendLabels, Gauge>::default();
         registry.register(
-            "frontend_healthy",
-            "1 while a volume's frontend on this node (FUSE export, loop device) carries I/O, \
-             0 once it stopped",
-            frontend_healthy.clone(),
+            "node_frontend_healthy",
+            "Per volume staged on this node: 1 while its frontend (FUSE export, loop device) \
+             carries I/O, 0 once it stopped",
+            frontends.clone(),
         );
         Self {
             calls,
             errors,
             durations,
-            frontend_healthy,
+            frontends,
             registry: Arc::new(registry),
             node: node.into(),
         }
@@ -129,15 +133,21 @@ impl RpcObserver {
         result
     }
 
-    /// One series per volume with a frontend on this node: 0 for the
-    /// `faulty` ones, 1 for the other `staged` ones. Volumes in neither set
-    /// lose their series.
+    /// One series per volume with a frontend on this node, labelled with the
+    /// real volume id as in the storage metrics: 0 for the `faulty` ones, 1
+    /// for the other `staged` ones (CSI ids). Volumes in neither set lose
+    /// their series.
     pub fn set_frontend_health(&self, staged: &BTreeSet<String>, faulty: &BTreeSet<String>) {
-        self.frontend_healthy.clear();
+        self.frontends.clear();
         for volume in staged.union(faulty) {
-            self.frontend_healthy
-                .get_or_create(&VolumeLabels {
-                    volume: volume.clone(),
+            let real = match crate::controller::params::split_volume_id(volume) {
+                Some((ns, name)) => roam_crds::real_volume_id(ns, name),
+                None => volume.clone(),
+            };
+            self.frontends
+                .get_or_create(&FrontendLabels {
+                    volume: real,
+                    node: self.node.to_string(),
                 })
                 .set(i64::from(!faulty.contains(volume)));
         }
@@ -205,6 +215,29 @@ pub async fn serve_metrics(addr: SocketAddr, observer: RpcObserver) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_staged_volume_has_a_frontend_series_until_it_is_unstaged() {
+        let observer = RpcObserver::new("n1");
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        observer.set_frontend_health(&set(&["apps/a", "apps/b"]), &set(&["apps/b"]));
+        let text = observer.encode();
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.a",node="n1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.b",node="n1"} 0"#),
+            "{text}"
+        );
+        observer.set_frontend_health(&set(&["apps/b"]), &set(&[]));
+        let text = observer.encode();
+        assert!(!text.contains(r#"volume="apps.a""#), "{text}");
+        assert!(
+            text.contains(r#"roam_csi_node_frontend_healthy{volume="apps.b",node="n1"} 1"#),
+            "{text}"
+        );
+    }
 
     #[tokio::test]
     async fn calls_and_errors_are_counted_by_rpc_and_code() {

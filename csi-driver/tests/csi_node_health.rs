@@ -62,7 +62,7 @@ fn spawn_observed_node(dir: &Path, storage_endpoint: &str) -> (Proc, String, u16
     (node, endpoint, metrics_port)
 }
 
-/// The value of `roam_csi_frontend_healthy` for the volume, or None when
+/// The value of `roam_csi_node_frontend_healthy` for the volume, or None when
 /// the plugin serves no such series.
 async fn frontend_healthy(metrics_port: u16) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,7 +74,7 @@ async fn frontend_healthy(metrics_port: u16) -> Option<String> {
         .ok()?;
     let mut text = String::new();
     conn.read_to_string(&mut text).await.ok()?;
-    let series = format!("roam_csi_frontend_healthy{{volume=\"{VOLUME}\"}} ");
+    let series = format!("roam_csi_node_frontend_healthy{{volume=\"{VOLUME}\",node=\"node-a\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
         .map(str::to_owned)
@@ -90,7 +90,7 @@ async fn wait_frontend_healthy(metrics_port: u16, want: Option<&str>) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "roam_csi_frontend_healthy is {seen:?}, not {want:?}, after 30 s"
+            "roam_csi_node_frontend_healthy is {seen:?}, not {want:?}, after 30 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

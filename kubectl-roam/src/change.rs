@@ -8,6 +8,9 @@
 //! `TransferPrimary` when the current primary answers (a planned move:
 //! flush or drain first, nothing lost) or into `Promote` when it does not
 //! (a failover), so these commands add no second way of moving a primary.
+//! A promotion asked for while the primary does not answer also carries
+//! `roam.dev/promote-epoch` (the intent's epoch): the sign that a person
+//! chose it, which a volume in `Manual` failover mode waits for.
 //!
 //! Caveats: the operator moves the primary back to where the volume is
 //! wanted (its pod's data center), so `relocate` refuses to fight a running
@@ -39,6 +42,9 @@ pub const FIELD_MANAGER: &str = "kubectl-roam";
 pub struct Intent {
     pub primary: String,
     pub epoch: u64,
+    /// A failover a person asked for (the primary does not answer): marked
+    /// with [`roam_crds::PROMOTE_EPOCH_ANNOTATION`].
+    pub failover: bool,
 }
 
 /// What a promotion may lose.
@@ -105,7 +111,16 @@ fn group_of<'a>(
 }
 
 /// The checks both commands share: `to` is a member; nothing else pending.
-fn common(vv: &VirtualVolume, g: &CopyVolumeGroup, to: &str) -> Result<Option<Decision>, Error> {
+/// A promotion while the primary does not answer may replace a pending
+/// intent (`replace_pending`): a relocation the loss cut short never
+/// finishes, and the new intent's higher epoch fences whatever the old one
+/// started.
+fn common(
+    vv: &VirtualVolume,
+    g: &CopyVolumeGroup,
+    to: &str,
+    replace_pending: bool,
+) -> Result<Option<Decision>, Error> {
     let volume = volume_name(vv);
     if g.member(to).is_none() {
         return Err(Error::NotAMember {
@@ -117,7 +132,7 @@ fn common(vv: &VirtualVolume, g: &CopyVolumeGroup, to: &str) -> Result<Option<De
     let status = g.status.clone().unwrap_or_default();
     let pending = g.spec.epoch > status.epoch
         || status.primary.as_deref() != Some(g.spec.desired_primary.as_str());
-    if pending && status.primary.is_some() {
+    if pending && status.primary.is_some() && !replace_pending {
         if g.spec.desired_primary == to {
             return Ok(Some(Decision::Pending {
                 epoch: g.spec.epoch,
@@ -157,7 +172,7 @@ pub fn plan_relocate(
     data_centers: &[DataCenter],
 ) -> Result<Decision, Error> {
     let g = group_of(vv, g)?;
-    if let Some(d) = common(vv, g, to)? {
+    if let Some(d) = common(vv, g, to, false)? {
         return Ok(d);
     }
     let volume = volume_name(vv);
@@ -198,6 +213,7 @@ pub fn plan_relocate(
     Ok(Decision::Write(Intent {
         primary: to.into(),
         epoch: next_epoch(g),
+        failover: false,
     }))
 }
 
@@ -232,11 +248,26 @@ pub fn plan_promote(
 ) -> Result<(Decision, Loss), Error> {
     let g = group_of(vv, g)?;
     let loss = possible_loss(g, to);
-    if let Some(d) = common(vv, g, to)? {
+    let status = g.status.clone().unwrap_or_default();
+    let lost = status.primary_unreachable_since.is_some();
+    let asked = |epoch: u64| {
+        g.annotations()
+            .get(roam_crds::PROMOTE_EPOCH_ANNOTATION)
+            .is_some_and(|e| *e == epoch.to_string())
+    };
+    if let Some(d) = common(vv, g, to, lost)? {
         return Ok((d, loss));
     }
+    // This very promotion was asked for already: only wait for it.
+    if lost && g.spec.desired_primary == to && g.spec.epoch > status.epoch && asked(g.spec.epoch) {
+        return Ok((
+            Decision::Pending {
+                epoch: g.spec.epoch,
+            },
+            loss,
+        ));
+    }
     let volume = volume_name(vv);
-    let status = g.status.clone().unwrap_or_default();
     if status.primary.as_deref() == Some(to) {
         return Err(Error::Refused {
             volume,
@@ -265,6 +296,7 @@ pub fn plan_promote(
         Decision::Write(Intent {
             primary: to.into(),
             epoch: next_epoch(g),
+            failover: lost,
         }),
         loss,
     ))
@@ -278,10 +310,14 @@ pub async fn write_intent(
 ) -> Result<(), Error> {
     let name = g.name_any();
     let volume = format!("{}/{name}", g.namespace().unwrap_or_default());
+    let mut annotations = json!({INTENT_AT_ANNOTATION: Timestamp::now().to_string()});
+    if intent.failover {
+        annotations[roam_crds::PROMOTE_EPOCH_ANNOTATION] = json!(intent.epoch.to_string());
+    }
     let patch = json!({
         "metadata": {
             "resourceVersion": g.resource_version(),
-            "annotations": {INTENT_AT_ANNOTATION: Timestamp::now().to_string()},
+            "annotations": annotations,
         },
         "spec": {"desiredPrimary": intent.primary, "epoch": intent.epoch},
     });
@@ -436,7 +472,8 @@ mod tests {
             d,
             Decision::Write(Intent {
                 primary: "b".into(),
-                epoch: 4
+                epoch: 4,
+                failover: false,
             })
         );
         assert_eq!(
@@ -493,7 +530,8 @@ mod tests {
             d,
             Decision::Write(Intent {
                 primary: "b".into(),
-                epoch: 4
+                epoch: 4,
+                failover: true,
             })
         );
         assert_eq!(
@@ -512,6 +550,52 @@ mod tests {
         let healthy = group(TransferType::Async, false, (MemberState::Lagging, 4096));
         let (_, loss) = plan_promote(&vv(None), Some(&healthy), "b", false).unwrap();
         assert_eq!(loss, Loss::Nothing);
+    }
+
+    #[test]
+    fn promote_of_a_lost_primary_replaces_a_pending_intent_once() {
+        // A relocation to c was pending when the primary was lost.
+        let mut g = group(TransferType::Sync, true, (MemberState::InSync, 0));
+        g.spec.desired_primary = "c".into();
+        g.spec.epoch = 4;
+        g.status.as_mut().unwrap().members[2].state = MemberState::InSync;
+        let (d, _) = plan_promote(&vv(None), Some(&g), "b", false).unwrap();
+        assert_eq!(
+            d,
+            Decision::Write(Intent {
+                primary: "b".into(),
+                epoch: 5,
+                failover: true,
+            })
+        );
+        // Promoting the pending target itself marks it as asked for ...
+        let (d, _) = plan_promote(&vv(None), Some(&g), "c", false).unwrap();
+        assert_eq!(
+            d,
+            Decision::Write(Intent {
+                primary: "c".into(),
+                epoch: 5,
+                failover: true,
+            })
+        );
+        // ... and once marked, asking again only waits.
+        g.metadata.annotations = Some(
+            [(
+                roam_crds::PROMOTE_EPOCH_ANNOTATION.to_string(),
+                "4".to_string(),
+            )]
+            .into(),
+        );
+        let (d, _) = plan_promote(&vv(None), Some(&g), "c", false).unwrap();
+        assert_eq!(d, Decision::Pending { epoch: 4 });
+        // While the primary answers, a pending move is not replaced.
+        let mut healthy = group(TransferType::Sync, false, (MemberState::InSync, 0));
+        healthy.spec.desired_primary = "c".into();
+        healthy.spec.epoch = 4;
+        assert!(matches!(
+            plan_promote(&vv(None), Some(&healthy), "b", false),
+            Err(Error::Refused { .. })
+        ));
     }
 
     #[test]

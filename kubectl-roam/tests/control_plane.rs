@@ -5,7 +5,9 @@
 //!
 //! Shown here: the printed primary, epoch and lag are the CopyVolumeGroup's;
 //! `relocate` moves the primary (the storage systems say so); `promote`
-//! refuses without `--accept-loss` when the possible loss is above 0.
+//! refuses without `--accept-loss` when the possible loss is above 0, and
+//! moves the primary of a volume in Manual failover mode once its primary's
+//! storage system is gone.
 
 use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
@@ -50,6 +52,8 @@ struct Env {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     endpoints: BTreeMap<String, String>,
+    /// The storage systems, by short data center name.
+    storage: BTreeMap<String, Child>,
     children: Vec<Child>,
     dcs: Vec<String>,
     nodes: Vec<String>,
@@ -77,6 +81,7 @@ impl Env {
             _tmp: tmp,
             dir,
             endpoints: BTreeMap::new(),
+            storage: BTreeMap::new(),
             children: vec![],
             dcs: vec![],
             nodes: vec![],
@@ -96,38 +101,8 @@ impl Env {
         let (dc, node) = (self.dc(short), self.node(short));
         let port = free_port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let data = self.dir.join(format!("storage-{short}"));
-        std::fs::create_dir_all(&data).expect("data dir");
-        let log = std::fs::File::create(data.with_extension("log")).expect("log");
-        let child = Command::new(binary("roam-csi"))
-            .arg("storage")
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--advertise",
-                &endpoint,
-            ])
-            .args(["--data-center", &dc, "--node", &node, "--insecure"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start roam-csi storage");
-        self.children.push(child);
-        wait_until(
-            &format!("storage {endpoint}"),
-            Duration::from_secs(30),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await
-        .expect("storage listening");
+        self.endpoints.insert(short.into(), endpoint.clone());
+        self.start_storage(short).await;
         let n = Node {
             metadata: ObjectMeta {
                 name: Some(node.clone()),
@@ -149,7 +124,62 @@ impl Env {
             .expect("create node");
         self.nodes.push(node);
         self.add_dc(short).await;
-        self.endpoints.insert(short.into(), endpoint);
+    }
+
+    /// (Re)start the storage system of data center `short` on its endpoint
+    /// and data directory, and wait until it listens.
+    async fn start_storage(&mut self, short: &str) {
+        let (dc, node) = (self.dc(short), self.node(short));
+        let endpoint = self.endpoints[short].clone();
+        let port: u16 = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let data = self.dir.join(format!("storage-{short}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .expect("log");
+        let child = Command::new(binary("roam-csi"))
+            .arg("storage")
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--advertise",
+                &endpoint,
+            ])
+            .args(["--data-center", &dc, "--node", &node, "--insecure"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start roam-csi storage");
+        self.storage.insert(short.into(), child);
+        wait_until(
+            &format!("storage {endpoint}"),
+            Duration::from_secs(30),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
+        .expect("storage listening");
+    }
+
+    /// Kill the storage system of data center `short` (SIGKILL: the data
+    /// center is lost, not shut down).
+    async fn kill_storage(&mut self, short: &str) {
+        if let Some(mut c) = self.storage.remove(short) {
+            c.kill().await.expect("kill storage");
+        }
     }
 
     async fn add_dc(&mut self, short: &str) {
@@ -251,6 +281,19 @@ impl Env {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The group of a two-member volume once its primary is confirmed and
+    /// the volume Ready.
+    async fn wait_ready(&self, name: &str) -> CopyVolumeGroup {
+        self.wait_group(name, "primary confirmed and in sync", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.primary.is_some()
+                    && s.phase.as_deref() == Some(VolumePhase::Ready.as_str())
+                    && s.members.len() == 2
+            })
+        })
+        .await
+    }
+
     /// Volumes deleted while the operator runs, then everything else.
     async fn cleanup(mut self) {
         let api = self.volumes();
@@ -294,7 +337,7 @@ impl Env {
                 .delete(n, &DeleteParams::default())
                 .await;
         }
-        for c in &mut self.children {
+        for c in self.children.iter_mut().chain(self.storage.values_mut()) {
             let _ = c.kill().await;
         }
         if let Some(ns) = self.namespace.take() {
@@ -372,14 +415,7 @@ async fn status_shows_the_group_and_relocate_moves_the_primary() {
     let (a, b) = (env.dc("a"), env.dc("b"));
     env.apply(&volume_yaml("db", &[a.clone(), b.clone()], "Sync"))
         .await;
-    env.wait_group("db", "primary confirmed and in sync", |g| {
-        g.status.as_ref().is_some_and(|s| {
-            s.primary.is_some()
-                && s.phase.as_deref() == Some(VolumePhase::Ready.as_str())
-                && s.members.len() == 2
-        })
-    })
-    .await;
+    env.wait_ready("db").await;
     claim_for(&env, "db", "data").await;
 
     // What it prints is what the CopyVolumeGroup says, for each way of naming it.
@@ -553,6 +589,104 @@ async fn promote_refuses_a_possible_loss_without_accept_loss() {
     env.cleanup().await;
 }
 
+/// In Manual failover mode the operator only reports a lost primary; the
+/// promotion a person asks for with `kubectl roam promote` is carried out
+/// (after the grace period), and the storage systems agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_moves_the_primary_of_a_manual_volume_whose_primary_is_lost() {
+    let mut env = Env::new("roam-plugin-manual").await;
+    env.add_dc_with_storage("a").await;
+    env.add_dc_with_storage("b").await;
+    env.start_operator();
+    let (a, b) = (env.dc("a"), env.dc("b"));
+    let yaml = format!(
+        "{}  failover: {{mode: Manual, gracePeriodSeconds: 2}}\n",
+        volume_yaml("m", &[a.clone(), b.clone()], "Sync")
+    );
+    env.apply(&yaml).await;
+    let g = env.wait_ready("m").await;
+    let gs = g.status.expect("status");
+    let primary = gs.primary.clone().expect("primary");
+    let (lost, other, other_short) = if primary == a {
+        ("a", b.clone(), "b")
+    } else {
+        ("b", a.clone(), "a")
+    };
+
+    env.kill_storage(lost).await;
+    let g = env
+        .wait_group(
+            "m",
+            "the lost primary reported, failover left to a person",
+            |g| {
+                g.status.as_ref().is_some_and(|s| {
+                    s.primary_unreachable_since.is_some()
+                        && s.conditions.iter().any(|c| {
+                            c.type_ == "PrimaryUnreachable"
+                                && c.message.contains("failover is manual")
+                        })
+                })
+            },
+        )
+        .await;
+    assert_eq!(
+        (g.spec.desired_primary.as_str(), g.spec.epoch),
+        (primary.as_str(), gs.epoch),
+        "Manual mode: the operator wrote a failover of its own"
+    );
+
+    let (code, out, err) = env
+        .roam(&[
+            "promote",
+            "m",
+            "--to",
+            &other,
+            "--accept-loss",
+            "--timeout",
+            "2m",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let epoch = gs.epoch + 1;
+    assert!(
+        out.contains(&format!(
+            "promoted from {primary} to {other} at epoch {epoch}"
+        )),
+        "{out}"
+    );
+    let vid = roam_crds::real_volume_id(&env.ns, "m");
+    assert_eq!(
+        storage_role(&env.endpoints[other_short], &vid).await,
+        (roam_proto::storage::Role::Primary as i32, epoch)
+    );
+    let s = env
+        .groups()
+        .get("m")
+        .await
+        .expect("group")
+        .status
+        .expect("status");
+    let f = s.last_failover.expect("lastFailover recorded");
+    assert_eq!(
+        (f.from.as_str(), f.to.as_str(), f.epoch),
+        (primary.as_str(), other.as_str(), epoch)
+    );
+
+    // The lost data center comes back: the operator makes it a secondary of
+    // the new primary (and can then delete its real volume).
+    env.start_storage(lost).await;
+    env.wait_group("m", "the returned member is a secondary", |g| {
+        g.status.as_ref().is_some_and(|s| {
+            s.primary_unreachable_since.is_none()
+                && s.members
+                    .iter()
+                    .any(|m| m.data_center != other && m.role == roam_crds::MemberRole::Secondary)
+        })
+    })
+    .await;
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_writes_one_tarball_of_roam_objects() {
     let mut env = Env::new("roam-plugin-dump").await;
@@ -594,15 +728,7 @@ async fn cordon_moves_the_primary_out_and_uncordon_clears_the_flag() {
     let (a, b) = (env.dc("a"), env.dc("b"));
     env.apply(&volume_yaml("db", &[a.clone(), b.clone()], "Sync"))
         .await;
-    let g = env
-        .wait_group("db", "primary confirmed and in sync", |g| {
-            g.status.as_ref().is_some_and(|s| {
-                s.primary.is_some()
-                    && s.phase.as_deref() == Some(VolumePhase::Ready.as_str())
-                    && s.members.len() == 2
-            })
-        })
-        .await;
+    let g = env.wait_ready("db").await;
     let gs = g.status.expect("status");
     let primary = gs.primary.clone().expect("primary");
     let (other, short) = if primary == a {

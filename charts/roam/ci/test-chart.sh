@@ -2,7 +2,8 @@
 # The chart's test (tier 3 of make test): helm lint and helm template with
 # the default values and with every feature on (ci/all-features-values.yaml),
 # the values schema refusing an unknown key, `promtool check rules` on the
-# PrometheusRule's groups, and `kubectl apply --dry-run=server` of both
+# PrometheusRule's groups and `promtool test rules` of its alerts
+# (ci/rules-test.yaml), and `kubectl apply --dry-run=server` of both
 # renderings against the real API server of the test control plane, which
 # checks every object against the API's schemas and admission (the
 # prometheus-operator kinds excepted: their CRDs are not installed there).
@@ -48,6 +49,10 @@ rest = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com
 yaml.safe_dump_all(rest, open(sys.argv[3], "w"))
 PY
 promtool check rules "$work/rules.yaml"
+# The alerts' unit tests: which series make each one fire, and which do not
+# (RoamFailover only for a possible loss above 0).
+cp "$chart/ci/rules-test.yaml" "$work/rules-test.yaml"
+promtool test rules "$work/rules-test.yaml"
 
 kubectl create namespace "$ns" >/dev/null
 for f in default dry-run; do

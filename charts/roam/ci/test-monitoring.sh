@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Monitoring on the local cluster (tier 5 of make test, Roam installed): a
 # real Prometheus (Debian's package) scrapes every Roam pod with the chart's
-# rules loaded, then
-#   - every panel of the chart's Grafana dashboard gets data from it;
+# rules loaded, then, with a pod of the test writing to a Roam volume and a
+# relocation of a second volume done by `kubectl roam relocate`,
+#   - every panel of the chart's Grafana dashboard gets data from it: a
+#     number, not NaN (so a latency histogram that saw no I/O fails it);
 #   - RoamMemberOutOfSync fires when a secondary of a volume that a pod of
 #     the test writes to is partitioned from its primary
 #     (e2e/cluster/faults.sh), and clears after the heal.
@@ -90,32 +92,9 @@ t = json.load(sys.stdin)["data"]["activeTargets"]
 sys.exit(0 if t and all(x["health"] == "up" for x in t) else 1)' 2>/dev/null
 }
 poll 60 "every Roam target is scraped" targets_up
-# rate() over the dashboard's windows needs a few samples.
-poll 30 "write rates are known" bash -c "curl -sf --get '$api/query' --data-urlencode 'query=rate(roam_storage_writes_total[5m])' | grep -q '\"value\"'"
 
-# Every panel of the dashboard shows data ($volume and $data_center: all).
-python3 - "$chart/dashboards/roam.json" "$api" <<'PY'
-import json, sys, urllib.parse, urllib.request
-dash, api = json.load(open(sys.argv[1])), sys.argv[2]
-empty = []
-for panel in dash["panels"]:
-    got = 0
-    for t in panel["targets"]:
-        q = t["expr"].replace("$volume", ".*").replace("$data_center", ".*")
-        url = api + "/query?" + urllib.parse.urlencode({"query": q})
-        res = json.load(urllib.request.urlopen(url))
-        if res["status"] != "success":
-            sys.exit(f"query failed: {q}: {res}")
-        got += len(res["data"]["result"])
-    if not got:
-        empty.append(panel["title"])
-if empty:
-    sys.exit("panels without data: " + ", ".join(empty))
-print(f"test-monitoring: all {len(dash['panels'])} dashboard panels have data")
-PY
-
-# A volume of the test's own, written every second by a pod: partition its
-# primary from a secondary.
+# A volume of the test's own, written every second by a pod (its mount reads
+# too); later its primary is partitioned from a secondary.
 test_ns="roam-monitoring-test-$RANDOM$RANDOM"
 kubectl create namespace "$test_ns" >/dev/null
 kubectl apply -n "$test_ns" -f - >/dev/null <<YAML
@@ -141,20 +120,66 @@ spec:
   volumes:
     - name: data
       persistentVolumeClaim: {claimName: probe}
+---
+# No pod uses this one: kubectl roam relocate may move it.
+apiVersion: roam.dev/v1alpha1
+kind: VirtualVolume
+metadata: {name: spare}
+spec:
+  size: 16Mi
+  dataCenters: [dc-a, dc-b]
+  transferType: Sync
 YAML
+kubectl-roam() { "$repo/target/debug/kubectl-roam" "$@"; }
+kubectl -n "$test_ns" wait --for=jsonpath='{.status.phase}'=Ready virtualvolume/spare --timeout=180s >/dev/null
+read -r spare_to < <(kubectl-roam status spare -n "$test_ns" -o json | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+print(next(m["dataCenter"] for m in v["members"] if m["dataCenter"] != v["primary"]))')
+kubectl-roam relocate spare --to "$spare_to" -n "$test_ns" --timeout 2m >/dev/null
+say "kubectl roam relocate moved volume spare to $spare_to"
 kubectl -n "$test_ns" wait --for=condition=Ready pod/writer --timeout=180s >/dev/null
 say "pod writer runs on a Roam volume"
-kubectl-roam() { "$repo/target/debug/kubectl-roam" "$@"; }
 read -r volume primary secondary < <(kubectl-roam status pvc/probe -n "$test_ns" -o json | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
 sec = next(m["dataCenter"] for m in v["members"] if m["dataCenter"] != v["primary"])
 print(v["namespace"] + "." + v["name"], v["primary"], sec)')
-writes() { query "sum(roam_storage_writes_total{volume=\"$volume\"})" | python3 -c '
+writes() { query "sum(rate(roam_storage_writes_total{volume=\"$volume\"}[1m]))" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["data"]["result"]
 sys.exit(0 if r and float(r[0]["value"][1]) > 0 else 1)' 2>/dev/null; }
 poll 60 "Prometheus sees the writes to $volume" writes
+# The file system's mount read the volume through the node plugin's frontend.
+reads() { query 'sum(rate(roam_storage_reads_total[5m])) > 0' | grep -q '"value"'; }
+poll 60 "Prometheus sees host reads" reads
+# (The histogram is exported from the start, at 0, so its rise is seen;
+# the relocation counter's series only appears with its first change.)
+relocated() { query 'sum(increase(roam_operator_relocation_duration_seconds_count[1h])) > 0' | grep -q '"value"'; }
+poll 60 "Prometheus sees the relocation" relocated
+
+# Every panel of the dashboard shows data ($volume and $data_center: all):
+# at least one of its queries returns a number.
+python3 - "$chart/dashboards/roam.json" "$api" <<'PY'
+import json, math, sys, urllib.parse, urllib.request
+dash, api = json.load(open(sys.argv[1])), sys.argv[2]
+empty = []
+for panel in dash["panels"]:
+    got = 0
+    for t in panel["targets"]:
+        q = t["expr"].replace("$volume", ".*").replace("$data_center", ".*")
+        url = api + "/query?" + urllib.parse.urlencode({"query": q})
+        res = json.load(urllib.request.urlopen(url))
+        if res["status"] != "success":
+            sys.exit(f"query failed: {q}: {res}")
+        got += sum(1 for r in res["data"]["result"] if math.isfinite(float(r["value"][1])))
+    if not got:
+        empty.append(panel["title"])
+if empty:
+    sys.exit("panels without data: " + ", ".join(empty))
+print(f"test-monitoring: all {len(dash['panels'])} dashboard panels have data")
+PY
+
 alert_state() {
     curl -sf "$api/alerts" | python3 -c '
 import json, sys

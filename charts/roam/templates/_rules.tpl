@@ -42,13 +42,22 @@ groups:
         annotations:
           summary: {{`"Volume {{ $labels.volume }} has no reachable primary"`}}
       - alert: RoamFailover
-        # A forced promotion happened. Async volumes may have lost the
-        # promoted member's last lag: `kubectl roam status` shows the
-        # possible loss recorded in the group's lastFailover.
-        expr: increase(roam_operator_relocations_total{kind="failover"}[15m]) > 0
+        # A forced promotion in the last 15 minutes that may have lost writes:
+        # the possible loss the operator recorded in the group's lastFailover
+        # (an Async member's last reported lag) is above 0. A failover that
+        # lost nothing (Sync) does not page anyone.
+        expr: >-
+          (
+            max by (namespace, group) (roam_operator_last_failover_possible_loss_bytes) > 0
+            or
+            max by (namespace, group) (roam_operator_last_failover_possible_loss_seconds) > 0
+          )
+          and on (namespace, group)
+          (time() - max by (namespace, group) (roam_operator_last_failover_timestamp_seconds) < 900)
         labels: {severity: critical}
         annotations:
-          summary: "A Roam volume failed over; check its possible loss with kubectl roam status"
+          summary: {{`"Volume {{ $labels.namespace }}/{{ $labels.group }} failed over and may have lost writes"`}}
+          description: {{`"kubectl roam status {{ $labels.group }} -n {{ $labels.namespace }} shows the possible loss recorded in lastFailover."`}}
   - name: roam.datacenters
     rules:
       - alert: RoamDataCenterFreeSpaceLow
@@ -67,4 +76,13 @@ groups:
         labels: {severity: warning}
         annotations:
           summary: {{`"{{ $labels.rpc }} fails on {{ $labels.kubernetes_node }} ({{ $labels.code }})"`}}
+      - alert: RoamVolumeFrontendBroken
+        # A staged volume's frontend stopped carrying I/O (the FUSE export
+        # does not answer, or the loop device lost its file): the node
+        # plugin's own check, every 10s.
+        expr: max by (volume, node) (roam_csi_node_frontend_healthy == 0)
+        for: 1m
+        labels: {severity: warning}
+        annotations:
+          summary: {{`"Volume {{ $labels.volume }}: the frontend on {{ $labels.node }} is broken"`}}
 {{- end }}

@@ -36,7 +36,7 @@ pub mod types;
 pub mod volume;
 
 pub use backend::VolumeFiles;
-pub use counters::IoSnapshot;
+pub use counters::{IoSnapshot, LATENCY_BUCKETS_MICROS, LatencySnapshot};
 pub use error::{EngineError, RefusalCode, TransportError};
 pub use types::*;
 pub use volume::{EngineConfig, Volume};

@@ -432,6 +432,7 @@ impl Volume {
         fua: bool,
     ) -> Result<u64> {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         if data.is_empty() {
             return Err(EngineError::InvalidField {
                 volume: inner.id.clone(),
@@ -482,7 +483,7 @@ impl Volume {
         crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
         crate::fence::lease(&inner.id, &inner.lock())?;
         inner.maybe_checkpoint();
-        inner.io.wrote(len);
+        inner.io.wrote(len, started.elapsed());
         Ok(seq)
     }
 
@@ -507,13 +508,17 @@ impl Volume {
         Ok(Bytes::from(buf))
     }
 
-    /// Read on the primary at `epoch` (host I/O through the storage API).
+    /// Read on the primary at `epoch`: the host's reads, through the storage
+    /// API or in-process, counted in [`Volume::io_counters`].
     pub async fn read_at_epoch(&self, epoch: u64, offset: u64, len: u64) -> Result<Bytes> {
+        let started = std::time::Instant::now();
         {
             let st = self.inner.lock();
             crate::fence::primary(&self.inner.id, &st, Some(epoch))?;
         }
-        self.read(offset, len).await
+        let data = self.read(offset, len).await?;
+        self.inner.io.read(len, started.elapsed());
+        Ok(data)
     }
 
     /// Make every accepted write durable here (in the journal, replayed into

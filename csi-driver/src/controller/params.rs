@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use roam_crds::{FailoverPolicy, FailurePolicy, FsType, TransferType, VirtualVolumeSpec};
+use roam_crds::{
+    FailoverMode, FailoverPolicy, FailurePolicy, FsType, GRACE_PERIOD_SECONDS_MAX,
+    GRACE_PERIOD_SECONDS_MIN, TransferType, VirtualVolumeSpec,
+};
 use roam_proto::csi::CapacityRange;
 use tonic::Status;
 
@@ -15,6 +18,9 @@ pub const P_MAX_LAG_BYTES: &str = "maxLagBytes";
 pub const P_MAX_LAG_SECONDS: &str = "maxLagSeconds";
 pub const P_FAILURE_POLICY: &str = "failurePolicy";
 pub const P_FS_TYPE: &str = "fsType";
+pub const P_FAILOVER_MODE: &str = "failoverMode";
+pub const P_FAILOVER_GRACE: &str = "failoverGracePeriodSeconds";
+pub const P_RELEASE_LOST_NODES: &str = "releaseLostNodes";
 /// Set by the external-provisioner with `--extra-create-metadata`.
 pub const P_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 /// Prefix of the parameters the CO adds (ignored except the namespace).
@@ -118,6 +124,43 @@ pub fn volume_spec(
                     }
                 }
             }
+            P_FAILOVER_MODE => {
+                spec.failover.mode = match value.as_str() {
+                    "Automatic" => FailoverMode::Automatic,
+                    "Manual" => FailoverMode::Manual,
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "parameters.{P_FAILOVER_MODE} {other:?} is not Automatic or Manual"
+                        )));
+                    }
+                }
+            }
+            P_FAILOVER_GRACE => {
+                // The schema's bounds, checked here so that the error names
+                // the StorageClass parameter, not a field of an object the
+                // user never wrote.
+                let n = parse_u64(&key, &value)?;
+                let bounds =
+                    u64::from(GRACE_PERIOD_SECONDS_MIN)..=u64::from(GRACE_PERIOD_SECONDS_MAX);
+                if !bounds.contains(&n) {
+                    return Err(Status::invalid_argument(format!(
+                        "parameters.{P_FAILOVER_GRACE} {n} is outside \
+                         {GRACE_PERIOD_SECONDS_MIN}..={GRACE_PERIOD_SECONDS_MAX}"
+                    )));
+                }
+                spec.failover.grace_period_seconds = n as u32;
+            }
+            P_RELEASE_LOST_NODES => {
+                spec.failover.release_lost_nodes = Some(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "parameters.{P_RELEASE_LOST_NODES} {other:?} is not true or false"
+                        )));
+                    }
+                })
+            }
             P_FS_TYPE => {
                 spec.fs_type = Some(match value.as_str() {
                     "ext4" => FsType::Ext4,
@@ -133,7 +176,8 @@ pub fn volume_spec(
                 return Err(Status::invalid_argument(format!(
                     "parameters.{other} is not a Roam parameter (known: {P_DATA_CENTERS}, \
                      {P_REPLICAS}, {P_TRANSFER_TYPE}, {P_MAX_LAG_BYTES}, {P_MAX_LAG_SECONDS}, \
-                     {P_FAILURE_POLICY}, {P_FS_TYPE})"
+                     {P_FAILURE_POLICY}, {P_FAILOVER_MODE}, {P_FAILOVER_GRACE}, \
+                     {P_RELEASE_LOST_NODES}, {P_FS_TYPE})"
                 )));
             }
         }
@@ -280,11 +324,80 @@ mod tests {
         assert_eq!(spec.max_lag_bytes, Some(1 << 20));
         assert_eq!(spec.failure_policy, FailurePolicy::Degrade);
         assert_eq!(spec.fs_type, Some(FsType::Xfs));
+        assert_eq!(spec.failover, FailoverPolicy::default());
         assert_eq!(spec.size.0, "4Ki");
         assert_eq!(
             volume_spec(&params(&[]), 4096, 2).unwrap().replicas,
             Some(2)
         );
+    }
+
+    #[test]
+    fn failover_mode_and_grace_period_are_parameters() {
+        let spec = volume_spec(
+            &params(&[
+                ("failoverMode", "Manual"),
+                ("failoverGracePeriodSeconds", "120"),
+            ]),
+            4096,
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.failover,
+            FailoverPolicy {
+                mode: FailoverMode::Manual,
+                grace_period_seconds: 120,
+                release_lost_nodes: None,
+            }
+        );
+        let spec = volume_spec(&params(&[("releaseLostNodes", "false")]), 4096, 1).unwrap();
+        assert_eq!(spec.failover.release_lost_nodes, Some(false));
+        let refused = volume_spec(&params(&[("releaseLostNodes", "yes")]), 4096, 1).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("releaseLostNodes"),
+            "{}",
+            refused.message()
+        );
+        // Either alone keeps the other's default.
+        let spec = volume_spec(&params(&[("failoverGracePeriodSeconds", "1")]), 4096, 1).unwrap();
+        assert_eq!(spec.failover.mode, FailoverMode::Automatic);
+        assert_eq!(spec.failover.grace_period_seconds, 1);
+        let spec = volume_spec(&params(&[("failoverMode", "Automatic")]), 4096, 1).unwrap();
+        assert_eq!(spec.failover, FailoverPolicy::default());
+        let spec = volume_spec(&params(&[("failoverGracePeriodSeconds", "86400")]), 4096, 1);
+        assert_eq!(spec.unwrap().failover.grace_period_seconds, 86400);
+    }
+
+    #[test]
+    fn bad_failover_parameters_say_what_is_allowed() {
+        for (kv, message) in [
+            (
+                ("failoverMode", "manual"),
+                "parameters.failoverMode \"manual\" is not Automatic or Manual",
+            ),
+            (
+                ("failoverGracePeriodSeconds", "0"),
+                "parameters.failoverGracePeriodSeconds 0 is outside 1..=86400",
+            ),
+            (
+                ("failoverGracePeriodSeconds", "86401"),
+                "parameters.failoverGracePeriodSeconds 86401 is outside 1..=86400",
+            ),
+            (
+                ("failoverGracePeriodSeconds", "30s"),
+                "parameters.failoverGracePeriodSeconds \"30s\" is not a non-negative integer",
+            ),
+            (
+                ("failoverGracePeriodSeconds", "-5"),
+                "parameters.failoverGracePeriodSeconds \"-5\" is not a non-negative integer",
+            ),
+        ] {
+            let e = volume_spec(&params(&[kv]), 4096, 1).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{kv:?}");
+            assert_eq!(e.message(), message, "{kv:?}");
+        }
     }
 
     #[test]

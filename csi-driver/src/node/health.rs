@@ -7,7 +7,7 @@
 //! ([`roam_crds::frontend::fault_annotation`]): set when a fault appears,
 //! removed when it is gone. The operator turns those into the volume's
 //! `FrontendHealthy` and `Ready` conditions and Events. The same faults are
-//! served as `roam_csi_frontend_healthy`, so an alert sees them without the
+//! served as `roam_csi_node_frontend_healthy`, so an alert sees them without the
 //! API server.
 //!
 //! Guarantees: a fault is reported within one interval of the check that

@@ -1,9 +1,10 @@
 //! The storage system's `/metrics` (Prometheus text), one series per volume
 //! (and per member for lag and resync): what an operator watches to see which
-//! data center is primary at which epoch, how much a volume writes, how long
-//! its flushes take, how far behind each secondary is (bytes and seconds, and
-//! against the group's bound), how much a resync moved, and how much room the
-//! storage system has left. docs/operations.md lists every series.
+//! data center is primary at which epoch, how much a volume reads and writes,
+//! how long its reads, writes and flushes take (histograms), how far behind
+//! each secondary is (bytes and seconds, and against the group's bound), how
+//! much a resync moved, and how much room the storage system has left.
+//! docs/operations.md lists every series.
 //!
 //! Rendered from the replicas' own counters and status at each scrape, so
 //! nothing here can drift from what the engine reports. Counters restart
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use roam_engine::{MemberState, Role};
+use roam_engine::{LATENCY_BUCKETS_MICROS, LatencySnapshot, MemberState, Role};
 use tracing::info;
 
 use super::registry::{Registry, free_bytes};
@@ -65,11 +66,12 @@ fn role_name(role: Role) -> &'static str {
 }
 
 /// One metric family: its samples are appended under one HELP/TYPE header.
+/// A sample's suffix (`_bucket`, `_sum`, `_count`) is empty but for histograms.
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    samples: Vec<(String, f64)>,
+    samples: Vec<(&'static str, String, f64)>,
 }
 
 impl Family {
@@ -83,14 +85,32 @@ impl Family {
     }
 
     fn push(&mut self, labels: String, value: f64) {
-        self.samples.push((labels, value));
+        self.samples.push(("", labels, value));
+    }
+
+    /// A latency histogram in seconds: cumulative buckets, sum and count.
+    fn push_histogram(&mut self, labels: &str, h: &LatencySnapshot) {
+        let mut below = 0;
+        for (bound, n) in LATENCY_BUCKETS_MICROS.iter().zip(&h.buckets) {
+            below += n;
+            let le = *bound as f64 / 1e6;
+            self.samples
+                .push(("_bucket", format!("{labels},le=\"{le}\""), below as f64));
+        }
+        let count = h.count();
+        self.samples
+            .push(("_bucket", format!("{labels},le=\"+Inf\""), count as f64));
+        self.samples
+            .push(("_sum", labels.to_string(), h.sum_micros as f64 / 1e6));
+        self.samples
+            .push(("_count", labels.to_string(), count as f64));
     }
 
     fn write(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
-        for (labels, value) in &self.samples {
-            let _ = writeln!(out, "{}{{{labels}}} {value}", self.name);
+        for (suffix, labels, value) in &self.samples {
+            let _ = writeln!(out, "{}{suffix}{{{labels}}} {value}", self.name);
         }
     }
 }
@@ -122,6 +142,21 @@ async fn render(registry: &Registry) -> String {
         "gauge",
         "Size of the real volume",
     );
+    let mut reads = Family::new(
+        "roam_storage_reads_total",
+        "counter",
+        "Host reads served by this replica as primary",
+    );
+    let mut read_bytes = Family::new(
+        "roam_storage_read_bytes_total",
+        "counter",
+        "Bytes of those reads",
+    );
+    let mut read_seconds = Family::new(
+        "roam_storage_read_duration_seconds",
+        "histogram",
+        "Time to serve a host read",
+    );
     let mut writes = Family::new(
         "roam_storage_writes_total",
         "counter",
@@ -132,15 +167,20 @@ async fn render(registry: &Registry) -> String {
         "counter",
         "Bytes of those writes",
     );
+    let mut write_seconds = Family::new(
+        "roam_storage_write_duration_seconds",
+        "histogram",
+        "Time from a host write to its acknowledgement (for Sync: held by every in-sync member)",
+    );
     let mut flushes = Family::new(
         "roam_storage_flushes_total",
         "counter",
         "Host flushes completed (durable here and on every in-sync Sync member)",
     );
     let mut flush_seconds = Family::new(
-        "roam_storage_flush_seconds_total",
-        "counter",
-        "Time spent in those flushes",
+        "roam_storage_flush_duration_seconds",
+        "histogram",
+        "Time from a host flush to its completion",
     );
     let mut written = Family::new(
         "roam_storage_written_seq",
@@ -205,10 +245,14 @@ async fn render(registry: &Registry) -> String {
         epoch.push(id.clone(), st.epoch as f64);
         fenced.push(id.clone(), f64::from(u8::from(st.fenced)));
         size.push(id.clone(), st.size_bytes as f64);
-        writes.push(id.clone(), io.writes as f64);
+        reads.push(id.clone(), io.reads.count() as f64);
+        read_bytes.push(id.clone(), io.read_bytes as f64);
+        read_seconds.push_histogram(&id, &io.reads);
+        writes.push(id.clone(), io.writes.count() as f64);
         write_bytes.push(id.clone(), io.write_bytes as f64);
-        flushes.push(id.clone(), io.flushes as f64);
-        flush_seconds.push(id.clone(), io.flush_micros as f64 / 1e6);
+        write_seconds.push_histogram(&id, &io.writes);
+        flushes.push(id.clone(), io.flushes.count() as f64);
+        flush_seconds.push_histogram(&id, &io.flushes);
         written.push(id.clone(), st.written_seq as f64);
         durable.push(id.clone(), st.durable_seq as f64);
         transfer.push(id.clone(), st.last_transfer_millis as f64 / 1e3);
@@ -268,8 +312,12 @@ async fn render(registry: &Registry) -> String {
         &epoch,
         &fenced,
         &size,
+        &reads,
+        &read_bytes,
+        &read_seconds,
         &writes,
         &write_bytes,
+        &write_seconds,
         &flushes,
         &flush_seconds,
         &written,
@@ -293,7 +341,7 @@ async fn render(registry: &Registry) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Family, label};
+    use super::{Family, LATENCY_BUCKETS_MICROS, LatencySnapshot, label};
 
     #[test]
     fn label_values_are_escaped() {
@@ -310,5 +358,33 @@ mod tests {
             out,
             "# HELP roam_x An x\n# TYPE roam_x gauge\nroam_x{volume=\"v\"} 1.5\n"
         );
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
+        let mut h = LatencySnapshot::default();
+        h.buckets[0] = 2; // <= 16 µs
+        h.buckets[3] = 1; // <= 128 µs
+        h.buckets[LATENCY_BUCKETS_MICROS.len()] = 1; // above every bound
+        h.sum_micros = 10_000_150;
+        let mut f = Family::new("roam_h_seconds", "histogram", "An h");
+        f.push_histogram("volume=\"v\"", &h);
+        let mut out = String::new();
+        f.write(&mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], "# TYPE roam_h_seconds histogram");
+        assert_eq!(
+            lines[2],
+            "roam_h_seconds_bucket{volume=\"v\",le=\"0.000016\"} 2"
+        );
+        assert_eq!(
+            lines[5],
+            "roam_h_seconds_bucket{volume=\"v\",le=\"0.000128\"} 3"
+        );
+        assert!(lines.contains(&"roam_h_seconds_bucket{volume=\"v\",le=\"8.388608\"} 3"));
+        assert!(lines.contains(&"roam_h_seconds_bucket{volume=\"v\",le=\"+Inf\"} 4"));
+        assert!(lines.contains(&"roam_h_seconds_sum{volume=\"v\"} 10.00015"));
+        assert!(lines.contains(&"roam_h_seconds_count{volume=\"v\"} 4"));
+        assert_eq!(lines.len(), 2 + LATENCY_BUCKETS_MICROS.len() + 3);
     }
 }

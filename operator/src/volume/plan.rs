@@ -487,7 +487,14 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
             let grace = Duration::from_secs(u64::from(i.spec.failover.grace_period_seconds));
             let elapsed = i.now.duration_since(since.0).unsigned_abs();
             let msg;
-            if i.spec.failover.mode == FailoverMode::Manual {
+            // A pending intent for a reachable member other than the lost one.
+            let intended = spec.epoch > prev.epoch
+                && spec.desired_primary != lost
+                && present(i, &spec.desired_primary).is_some();
+            // Manual mode promotes only what a person asked for; the grace
+            // period still applies, so the lost primary has stopped before
+            // anyone else takes writes.
+            if i.spec.failover.mode == FailoverMode::Manual && !(intended && promote_asked(g)) {
                 msg = format!("primary in {lost} is unreachable; failover is manual");
                 requeue = Duration::from_secs(5);
             } else if elapsed < grace {
@@ -499,10 +506,7 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
                 requeue = left
                     .min(Duration::from_secs(5))
                     .max(Duration::from_millis(500));
-            } else if spec.epoch > prev.epoch
-                && spec.desired_primary != lost
-                && present(i, &spec.desired_primary).is_some()
-            {
+            } else if intended {
                 actions.push(Action::Promote {
                     dc: spec.desired_primary.clone(),
                     epoch: spec.epoch,
@@ -913,6 +917,17 @@ fn plan_with_primary(
         );
         (VolumePhase::Ready, READY_RESYNC)
     }
+}
+
+/// Whether the group's pending intent is a failover a person asked for
+/// (`kubectl roam promote`): the annotation names the intent's epoch.
+fn promote_asked(g: &CopyVolumeGroup) -> bool {
+    g.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(roam_crds::PROMOTE_EPOCH_ANNOTATION))
+        .and_then(|e| e.parse::<u64>().ok())
+        == Some(g.spec.epoch)
 }
 
 /// Record a finished change of primary (seen as the primary or epoch moving).

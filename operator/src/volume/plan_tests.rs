@@ -814,6 +814,74 @@ fn failover_intent_then_promote() {
     );
 }
 
+/// `kubectl roam promote --to b` on the lost-primary case: the intent (b at
+/// epoch 3) and, when `asked` names an epoch, the promote annotation.
+fn promote_intent(c: &mut Case, asked: Option<u64>) {
+    let g = c.group.as_mut().unwrap();
+    g.spec.desired_primary = "b".into();
+    g.spec.epoch = 3;
+    if let Some(e) = asked {
+        g.metadata.annotations = Some(
+            [(
+                roam_crds::PROMOTE_EPOCH_ANNOTATION.to_string(),
+                e.to_string(),
+            )]
+            .into(),
+        );
+    }
+}
+
+#[test]
+fn manual_mode_promotes_what_a_person_asked_for_after_the_grace_period() {
+    for (elapsed, asked, promoted) in [
+        // Asked for, grace period over: promoted.
+        (60, Some(3), true),
+        (30, Some(3), true),
+        // Asked for within the grace period: it waits.
+        (10, Some(3), false),
+        // A pending intent nobody asked to promote (a relocation cut short
+        // by the loss): only reported, as Manual says.
+        (60, None, false),
+        // The annotation of an earlier promotion: not this intent.
+        (60, Some(2), false),
+    ] {
+        let mut c = lost_primary_case(elapsed, FailoverMode::Manual);
+        promote_intent(&mut c, asked);
+        let p = c.run();
+        let want = if promoted {
+            vec![Action::Promote {
+                dc: "b".into(),
+                epoch: 3,
+            }]
+        } else {
+            vec![]
+        };
+        assert_eq!(p.actions, want, "elapsed {elapsed} asked {asked:?}");
+        assert_eq!(p.volume_status.phase, VolumePhase::Degraded);
+        let msg = &roam_crds::conditions::get(&p.volume_status.conditions, "PrimaryUnreachable")
+            .unwrap()
+            .message;
+        let expected = match (promoted, asked == Some(3)) {
+            (true, _) => "promoting b at epoch 3",
+            (false, true) => "failover in",
+            (false, false) => "failover is manual",
+        };
+        assert!(
+            msg.contains(expected),
+            "elapsed {elapsed} asked {asked:?}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_promotion_asked_for_an_unreachable_member_waits() {
+    let mut c = lost_primary_case(60, FailoverMode::Manual);
+    promote_intent(&mut c, Some(3));
+    c.replicas[1].1 = ReplicaObs::Unreachable("connection refused".into());
+    let p = c.run();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
 #[test]
 fn promoted_secondary_is_recorded_with_possible_loss() {
     let mut c = lost_primary_case(60, FailoverMode::Automatic);

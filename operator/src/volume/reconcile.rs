@@ -246,13 +246,7 @@ async fn reconcile_live(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Er
         (None, None) => None,
     };
     if let (Some(g), Some(gs)) = (&stored_group, &decided.group_status) {
-        ctx.metrics
-            .lag_bytes
-            .get_or_create(&crate::metrics::GroupLabels {
-                namespace: ns.clone(),
-                group: name.clone(),
-            })
-            .set(gs.lag_bytes as i64);
+        ctx.metrics.record_group(&ns, &name, gs);
         apply::group_status(ctx, g, gs).await?;
     }
     if let Some(e) = &failure {
@@ -350,6 +344,7 @@ async fn cleanup(vv: &VirtualVolume, ctx: &Context) -> Result<Requeue, Error> {
                 source: Box::new(e),
             });
         }
+        ctx.metrics.forget_group(&ns, &name);
         apply::event(
             ctx,
             vv,
