@@ -237,7 +237,7 @@ log "images preloaded ($((SECONDS - start))s)"
 # kind starts the container without a command: ENTRYPOINT and CMD run
 # systemd through our entrypoint; systemd stops on SIGRTMIN+3.
 tar --numeric-owner --xattrs -C "$root" -c . |
-    podman import \
+    podman import --quiet \
         --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
         --change 'ENV container=docker' \
         --change 'STOPSIGNAL SIGRTMIN+3' \
