@@ -13,6 +13,15 @@ die() {
 }
 command -v podman >/dev/null || exit 0
 export KIND_EXPERIMENTAL_PROVIDER=podman
+# Stop the nodes first, giving systemd in each a minute to shut down
+# (kubelet, containerd, the pods' mounts): kind's own `podman rm -f` allows
+# 10 s before SIGKILL, and on a loaded machine the killed nodes then did not
+# exit within podman's wait, which failed the delete.
+nodes="$(podman ps --filter "label=io.x-k8s.kind.cluster=$cluster" --format '{{.Names}}')"
+if [[ -n "$nodes" ]]; then
+    # shellcheck disable=SC2086 # one name per word
+    podman stop --time 60 $nodes >/dev/null
+fi
 bash "$here/run.sh" delete
 
 left="$(podman ps -a --filter "label=io.x-k8s.kind.cluster=$cluster" --format '{{.Names}}')"
