@@ -9,6 +9,9 @@
 #   make faults   seeded fault campaign (FAULT_TRIALS=N, FAULT_SEED=S replays one)
 #   make fuzz     fuzz targets from their corpus (FUZZ_SECONDS per target)
 #   make install-plugin  `kubectl roam` into ~/.local/bin (or PLUGIN_DIR=...)
+#   make kind-up  a kind cluster through podman, node image built here, Roam installed
+#   make kind-down  delete it and leave nothing behind
+#   make test-kind  kind-up, the end-to-end suite on it, kind-down
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,7 +26,7 @@ export PATH := $(ROAM_TOOLS)/bin:$(PATH)
 # Two cores: keep cargo and go from oversubscribing them.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help tools build images up down test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds faults fuzz test-fuzz install-plugin
+.PHONY: help tools build images up down kind-up kind-down test-kind test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds faults fuzz test-fuzz install-plugin
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -91,6 +94,22 @@ test: tools test-unit test-fuzz test-dataplane test-control-plane sanity test-cl
 # local one by default), with Roam installed.
 e2e:
 	KUBECONFIG=$${KUBECONFIG:-$(ROAM_CLUSTER_DIR)/kubeconfig} cargo test -p roam-e2e --test roam -- --test-threads=1
+
+# The kind path (e2e/kind, docs/cluster.md): kind's podman provider, a node
+# image built from the pinned tools (no registry, no Docker engine), local
+# images of the pinned CSI sidecars. The kubeconfig is
+# $(ROAM_CLUSTER_DIR)/kind.kubeconfig. Machines with Docker and a registry
+# use e2e/kind/run.sh directly.
+kind-up:
+	bash e2e/kind/up.sh
+
+kind-down:
+	bash e2e/kind/down.sh
+
+# The end-to-end suite on kind; the cluster is deleted whatever the result.
+test-kind:
+	bash e2e/kind/up.sh && KUBECONFIG=$(ROAM_CLUSTER_DIR)/kind.kubeconfig $(MAKE) e2e; \
+		rc=$$?; bash e2e/kind/down.sh; exit $$rc
 
 # Tier 4: the upstream csi-sanity against roam-csi, mount and block mode.
 sanity: build

@@ -6,7 +6,9 @@
 # shell for debugging. The sidecar images (csi-provisioner, csi-attacher, csi-resizer) are
 # made the same way from the pinned binaries in .tools/bin.
 #
-#   e2e/images/roam-image.sh [debug|release]   prints "<ref> <tarball>" per image
+#   e2e/images/roam-image.sh [debug|release] [--no-sidecars]
+#       prints "<ref> <tarball>" per image; --no-sidecars builds Roam's image
+#       only (for clusters that pull the upstream sidecar images: e2e/kind)
 #
 # Tarballs are cached under ${ROAM_CACHE}/images/, named by a hash of what
 # went into them, so an unchanged build is not packed again.
@@ -18,6 +20,8 @@ repo_root="$(cd "$here/../.." && pwd)"
 source "$here/lib-archive.sh"
 
 profile="${1:-debug}"
+sidecars=1
+[[ "${2:-}" == --no-sidecars ]] && sidecars=0
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}/$profile"
 tools_bin="${ROAM_TOOLS:-$repo_root/.tools}/bin"
 cache="${ROAM_CACHE:-$HOME/.cache/roam}/images"
@@ -94,6 +98,8 @@ build_sidecar() {
 }
 
 build_roam
-build_sidecar csi-provisioner
-build_sidecar csi-attacher
-build_sidecar csi-resizer
+if ((sidecars)); then
+    build_sidecar csi-provisioner
+    build_sidecar csi-attacher
+    build_sidecar csi-resizer
+fi

@@ -51,7 +51,7 @@ pub enum Error {
         source: kube::Error,
     },
 
-    #[error("{tool} is missing: run e2e/tools/install.sh first")]
+    #[error("{tool} is missing and there is no kubectl on PATH: run e2e/tools/install.sh first")]
     ToolMissing { tool: PathBuf },
 
     #[error("running kubectl {args}")]

@@ -1,11 +1,12 @@
-//! Running the pinned `kubectl` (from `.tools/bin`) against a test cluster.
+//! Running `kubectl` (the pinned one from `.tools/bin`, else the one on
+//! `PATH`: [`kubectl_path`]) against a test cluster.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::{Error, tool_path};
+use crate::{Error, kubectl_path, tool_path};
 
 /// Runs `kubectl --kubeconfig <kubeconfig> <args>`, feeding `input` to its
 /// standard input, and returns its standard output.
@@ -14,10 +15,9 @@ pub(crate) async fn run(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<String, Error> {
-    let binary = tool_path("kubectl");
-    if !binary.exists() {
-        return Err(Error::ToolMissing { tool: binary });
-    }
+    let binary = kubectl_path().ok_or_else(|| Error::ToolMissing {
+        tool: tool_path("kubectl"),
+    })?;
     let shown = args.join(" ");
     let run_error = |source| Error::RunKubectl {
         args: shown.clone(),

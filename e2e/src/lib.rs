@@ -36,5 +36,5 @@ mod wait;
 pub use cluster::TestCluster;
 pub use error::Error;
 pub use namespace::TestNamespace;
-pub use paths::{cluster_dir, repo_root, tool_path};
+pub use paths::{cluster_dir, kubectl_path, repo_root, tool_path};
 pub use wait::wait_until;

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 
-use crate::{Error, TestCluster, cluster, tool_path, wait_until};
+use crate::{Error, TestCluster, cluster, kubectl_path, wait_until};
 
 /// The label every test namespace carries.
 pub const TEST_LABEL: (&str, &str) = ("roam.dev/e2e", "true");
@@ -114,7 +114,14 @@ impl Drop for TestNamespace {
         if self.deleted {
             return;
         }
-        let result = std::process::Command::new(tool_path("kubectl"))
+        let Some(kubectl) = kubectl_path() else {
+            eprintln!(
+                "namespace {} is left behind: no kubectl to delete it with",
+                self.name
+            );
+            return;
+        };
+        let result = std::process::Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args([

@@ -30,6 +30,20 @@ pub fn tool_path(name: &str) -> PathBuf {
     repo_root().join(".tools").join("bin").join(name)
 }
 
+/// The `kubectl` to run: the pinned one in `.tools/bin` when
+/// `e2e/tools/install.sh` put it there, else the first `kubectl` on `PATH`
+/// (a machine that runs the suite against its own cluster, such as kind,
+/// need not build the pinned tools). `None` when there is neither.
+pub fn kubectl_path() -> Option<PathBuf> {
+    let pinned = tool_path("kubectl");
+    if pinned.is_file() {
+        return Some(pinned);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("kubectl"))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The script that starts and stops the local control plane.
 pub(crate) fn control_plane_script() -> PathBuf {
     repo_root()

@@ -4,7 +4,8 @@
 # Usage: e2e/tools/install.sh [--no-apt] [TOOL...]
 #   TOOL is one of: apt kubernetes etcd csi-sanity external-provisioner
 #   external-attacher external-resizer helm toxiproxy cargo-fuzz (default: all
-#   of them, in that order).
+#   of them, in that order), or one of the kind path's: kind-apt kind kubeadm
+#   coredns (built only when named: `make kind-up` does).
 #
 # Every version comes from e2e/tools/versions.env. Each Go tool is built from the
 # Go module proxy into $ROAM_CACHE/<tool>-<version>/bin (ROAM_CACHE defaults to
@@ -40,6 +41,7 @@ bin_dir=$repo/.tools/bin
 recipe=1
 
 all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer helm toxiproxy cargo-fuzz)
+kind_tools=(kind-apt kind kubeadm coredns)
 
 say() { printf '%-30s %s\n' "$1" "$2"; }
 die() {
@@ -125,6 +127,29 @@ build_kubernetes() {
 	# cgo changes the build of package net and so of every package above it,
 	# which would compile nearly all of Kubernetes twice (measured: +9 min).
 	go_build "$1" 0 "$(k8s_ldflags)" "$2/" "${pkgs[@]}"
+}
+
+# kubeadm has a cache folder of its own rather than joining kubernetes_cmds:
+# adding it there would change the kubernetes stamp's binary list and rebuild
+# all of them. The Go build cache still shares every package they have in
+# common, so this build compiles little more than kubeadm's own packages.
+build_kubeadm() {
+	local pkg=k8s.io/kubernetes/cmd/kubeadm
+	k8s_wrapper "$1" kubeadm "$pkg"
+	go_build "$1" 0 "$(k8s_ldflags)" "$2/kubeadm" "$pkg"
+}
+
+build_kind() {
+	local pkg=sigs.k8s.io/kind
+	wrapper_module "$1" kind "$pkg" "$KIND_VERSION" "" "$pkg"
+	go_build "$1" 0 "" "$2/kind" "$pkg"
+}
+
+# CoreDNS for the kind node image (kubeadm's DNS add-on); static like the rest.
+build_coredns() {
+	local mod=github.com/coredns/coredns
+	wrapper_module "$1" coredns "$mod" "$COREDNS_VERSION" "" "$mod"
+	go_build "$1" 0 "-X $mod/coremain.GitCommit=$COREDNS_VERSION" "$2/coredns" "$mod"
 }
 
 build_etcd() {
@@ -238,10 +263,10 @@ install_cargo_fuzz() {
 		die "cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly --profile minimal"
 }
 
-install_apt() {
+install_apt() { # [PACKAGES] (default: DEBIAN_PACKAGES)
 	local missing=() p start=$SECONDS
 	# shellcheck disable=SC2086 # the list is whitespace-separated on purpose
-	for p in $DEBIAN_PACKAGES; do
+	for p in ${1:-$DEBIAN_PACKAGES}; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
 	if ((${#missing[@]} == 0)); then
@@ -258,6 +283,10 @@ install_apt() {
 install_one() {
 	case $1 in
 	apt) install_apt ;;
+	kind-apt) install_apt "$KIND_DEBIAN_PACKAGES" ;;
+	kind) install_go_tool kind "$KIND_VERSION" build_kind kind ;;
+	kubeadm) install_go_tool kubeadm "$KUBERNETES_VERSION" build_kubeadm kubeadm ;;
+	coredns) install_go_tool coredns "$COREDNS_VERSION" build_coredns coredns ;;
 	kubernetes) install_go_tool kubernetes "$KUBERNETES_VERSION" build_kubernetes "${kubernetes_cmds[@]}" ;;
 	etcd) install_go_tool etcd "$ETCD_VERSION" build_etcd etcd ;;
 	csi-sanity) install_go_tool csi-sanity "$CSI_SANITY_VERSION" build_csi_sanity csi-sanity ;;
@@ -267,7 +296,7 @@ install_one() {
 	helm) install_go_tool helm "$HELM_VERSION" build_helm helm ;;
 	toxiproxy) install_go_tool toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy toxiproxy-server toxiproxy-cli ;;
 	cargo-fuzz) install_cargo_fuzz ;;
-	*) die "unknown tool '$1' (known: ${all_tools[*]})" ;;
+	*) die "unknown tool '$1' (known: ${all_tools[*]} ${kind_tools[*]})" ;;
 	esac
 }
 
@@ -290,7 +319,7 @@ main() {
 	exec 9>"$cache/.install.lock"
 	flock 9
 	for t in "${tools[@]}"; do
-		[[ $t == apt && $no_apt == 1 ]] && continue
+		[[ ($t == apt || $t == kind-apt) && $no_apt == 1 ]] && continue
 		install_one "$t"
 	done
 	echo "tools are in $bin_dir"
