@@ -58,8 +58,8 @@ test-unit:
 # a delay proxy and partitions; FUSE, loop devices and ext4 (root).
 test-dataplane:
 	cargo test -p roam-csi --test storage_local --test storage_restart --test dataplane --test dataplane_frontend --test csi_node_unstage_retry --test csi_node_health -- --test-threads=1
-	# The short fault campaign: 50 trials of the kinds the engine passes
-	# today (campaign/mod.rs SHORT_RUN_EXCLUDED lists the others).
+	# The short fault campaign: 50 trials over every fault kind, then the
+	# replayed findings and the lease scenarios (docs/faults.md).
 	FAULT_TRIALS=50 FAULT_PROFILE=short cargo test -p roam-csi --test fault_campaign -- --nocapture --test-threads=1
 
 # Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
