@@ -254,15 +254,39 @@ pub async fn release(
     }
     let attachments: Api<VolumeAttachment> = Api::all(ctx.client.clone());
     for name in &release.attachments {
-        match attachments.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if gone(&e) => {}
-            Err(e) => {
-                return Err(Error::WriteObject {
-                    kind: "VolumeAttachment",
-                    name: name.clone(),
-                    source: Box::new(e),
-                });
+        let failed = |e: kube::Error| Error::WriteObject {
+            kind: "VolumeAttachment",
+            name: name.clone(),
+            source: Box::new(e),
+        };
+        let deleted = match attachments.delete(name, &DeleteParams::default()).await {
+            Ok(deleted) => deleted.left(),
+            Err(e) if gone(&e) => None,
+            Err(e) => return Err(failed(e)),
+        };
+        // The external-attacher's finalizer waits for a ControllerUnpublish
+        // that only drops the attached-node annotation, and the attacher may
+        // have been lost with the data center itself. Nothing on that node
+        // can be detached any more, and the new epoch fences it: let the
+        // attachment go now, so the attach/detach controller stops counting
+        // the volume as attached there.
+        if let Some(va) = deleted {
+            let kept: Vec<String> = va
+                .finalizers()
+                .iter()
+                .filter(|f| !f.starts_with("external-attacher/"))
+                .cloned()
+                .collect();
+            if kept.len() != va.finalizers().len() {
+                let patch = json!({"metadata": {"finalizers": kept}});
+                match attachments
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(failed(e)),
+                }
             }
         }
     }
