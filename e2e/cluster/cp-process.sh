@@ -20,7 +20,20 @@ launch() {
 	} >>"$logs/$name.log"
 	# fd 9 holds control-plane.sh's lock: the component must not inherit it.
 	setsid "$binary" "$@" </dev/null >>"$logs/$name.log" 2>&1 9>&- &
-	echo "$! $(readlink -f "$binary")" >"$run/$name.pid"
+	local pid=$! exe
+	exe=$(readlink -f "$binary")
+	echo "$pid $exe" >"$run/$name.pid"
+	# Until the forked shell has exec'd the binary, /proc/<pid>/exe is still
+	# bash or setsid and pid_of would report the component as not running: a
+	# caller that checks right away (wait_healthy) would take a starting
+	# component for one that died. Wait for the exec, or for the process to
+	# be gone, which the caller then reports with the log.
+	local deadline=$((SECONDS + 10)) actual
+	while actual=$(readlink "/proc/$pid/exe" 2>/dev/null); do
+		[[ ${actual% (deleted)} == "$exe" ]] && return 0
+		((SECONDS < deadline)) || return 0
+		sleep 0.05
+	done
 }
 
 # pid_of NAME: the pid of a running component, or nothing.
