@@ -69,7 +69,7 @@ test-control-plane:
 	cargo test -p roam-e2e --lib --test control_plane
 	cargo test -p roam-crds --test api_validation
 	cargo test -p roam-operator --tests -- --test-threads=2
-	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs -- --test-threads=1
+	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs --test storage_directory -- --test-threads=1
 	cargo build -p roam-operator -p roam-csi --bins
 	cargo test -p kubectl-roam --test control_plane -- --test-threads=2
 	bash charts/roam/ci/test-chart.sh

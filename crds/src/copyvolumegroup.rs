@@ -125,6 +125,13 @@ pub struct CopyVolumeGroupStatus {
     /// Ready, InSync, Relocating, PrimaryUnreachable.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Data centers the primary recorded out of the in-sync set: it went on
+    /// acknowledging without them. A failover never promotes one. Written
+    /// only by the primary's storage system through the directory
+    /// (crate::directory), with a resourceVersion precondition; cleared
+    /// member by member once a resync is proven complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_sync: Vec<String>,
 }
 
 /// One member as its storage systems report it.

@@ -21,6 +21,7 @@
 pub mod conditions;
 pub mod copyvolumegroup;
 pub mod datacenter;
+pub mod directory;
 pub mod frontend;
 pub mod generate;
 pub mod proximity;

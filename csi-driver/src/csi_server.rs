@@ -65,6 +65,12 @@ pub struct NodeArgs {
     /// Address the in-process storage system listens on.
     #[arg(long, default_value = "0.0.0.0:7100")]
     pub storage_listen: String,
+    /// The in-process storage system's directory (its `--directory`):
+    /// `kubernetes` records every group's in-sync set and primary lease in
+    /// its CopyVolumeGroup, which is what keeps a cut-off primary from
+    /// acknowledging beside a promoted one.
+    #[arg(long, env = "ROAM_STORAGE_DIRECTORY")]
+    pub storage_directory: Option<String>,
     /// How this node reaches storage systems (its frontend's remote target,
     /// health and volume conditions), and how its in-process storage system
     /// serves: mutual TLS, or an explicit `--insecure`.
@@ -274,6 +280,9 @@ fn embedded_storage(
             "--metrics-listen".to_owned(),
             args.storage_metrics_listen.clone(),
         ]);
+    }
+    if let Some(directory) = &args.storage_directory {
+        argv.extend(["--directory".to_owned(), directory.clone()]);
     }
     argv.extend(args.tls.to_args());
     Ok(EmbeddedStorage::try_parse_from(argv)

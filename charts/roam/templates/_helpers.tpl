@@ -104,3 +104,24 @@ tolerations: {{- toYaml . | nindent 2 }}
 affinity: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Preferred anti-affinity that spreads a Deployment's replicas over data
+centers first, then nodes, so that losing one data center leaves one
+running. The argument is the pods' matchLabels.
+*/}}
+{{- define "roam.spread" -}}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: topology.kubernetes.io/zone
+          labelSelector:
+            matchLabels: {{- toYaml . | nindent 14 }}
+      - weight: 50
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels: {{- toYaml . | nindent 14 }}
+{{- end }}

@@ -18,6 +18,7 @@ mod convert;
 pub mod directory;
 pub mod error;
 mod host_stage;
+pub mod kube_directory;
 mod metrics;
 mod peer;
 mod registry;
@@ -37,6 +38,10 @@ use roam_proto::replication::replication_server::ReplicationServer;
 use roam_proto::storage::storage_server::StorageServer;
 
 use crate::tls::TlsArgs;
+
+/// `--directory kubernetes`: the directory is the Kubernetes API
+/// ([`kube_directory`]).
+pub const KUBERNETES_DIRECTORY: &str = "kubernetes";
 
 /// Largest gRPC message accepted (a write or a replication batch plus framing).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -67,12 +72,14 @@ pub struct StorageArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Serve per-volume metrics (Prometheus text) at /metrics on this address.
-    /// The directory (the operator's `roam/directory.proto` service) that
-    /// records the in-sync set of every group this storage system is
-    /// primary of and grants its lease. With it, a primary acknowledges
-    /// only while its lease holds and goes on without a member only once
-    /// the directory recorded it out of sync; without it, records stay in
-    /// each replica's metadata and no lease is held.
+    /// The directory that records the in-sync set of every group this
+    /// storage system is primary of and grants its lease: `kubernetes` for
+    /// the groups' CopyVolumeGroups in the API server (in-cluster
+    /// configuration or KUBECONFIG), or the URL of a `roam/directory.proto`
+    /// service. With it, a primary acknowledges only while its lease holds
+    /// and goes on without a member only once the directory recorded it out
+    /// of sync; without it, records stay in each replica's metadata and no
+    /// lease is held.
     #[arg(long)]
     pub directory: Option<String>,
     #[arg(long)]
@@ -163,13 +170,19 @@ pub async fn start_until(
         transfer_timeout: Duration::from_millis(args.transfer_timeout_ms),
         ..Default::default()
     };
-    let directory = match &args.directory {
-        Some(endpoint) => Some(Arc::new(directory::GrpcDirectory::new(
-            endpoint,
-            client_tls.clone(),
-        )?) as Arc<dyn roam_engine::directory::Directory>),
-        None => None,
-    };
+    let directory: Option<Arc<dyn roam_engine::directory::Directory>> =
+        match args.directory.as_deref() {
+            Some(KUBERNETES_DIRECTORY) => Some(Arc::new(kube_directory::KubeDirectory::new(
+                kube::Client::try_default()
+                    .await
+                    .context("--directory kubernetes: no Kubernetes configuration")?,
+            ))),
+            Some(endpoint) => Some(Arc::new(directory::GrpcDirectory::new(
+                endpoint,
+                client_tls.clone(),
+            )?)),
+            None => None,
+        };
     let transport = Arc::new(transport::GrpcTransport::new(client_tls, MAX_MESSAGE_BYTES));
     let registry = Arc::new(
         registry::Registry::new(

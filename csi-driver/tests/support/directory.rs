@@ -6,18 +6,19 @@
 //! partition that cuts a storage system off from the operator cuts it off
 //! from the directory too.
 //!
-//! The rules are the real operator's (docs/architecture.md, "The in-sync set
-//! and the lease"): a call at an epoch older than the recorded one is refused
-//! (the caller fences itself); a lease at the recorded epoch goes only to the
-//! primary recorded for it; a failover first moves the recorded epoch (no
-//! lease is granted at the old one from then on) and then waits until every
-//! lease granted to anyone but the candidate has run out.
+//! The rules are `roam_crds::directory`'s, which the Kubernetes directory
+//! and the operator keep too: a call at an epoch older than the recorded one
+//! is refused (the caller fences itself); a lease at the recorded epoch goes
+//! only to the primary recorded for it; a failover first moves the recorded
+//! epoch (no lease is granted at the old one from then on) and then waits
+//! until every lease granted to anyone but the candidate has run out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use roam_crds::directory as rules;
 use roam_proto::DIRECTORY_HELD_EPOCH_KEY;
 use roam_proto::directory::directory_server::{Directory, DirectoryServer};
 use roam_proto::directory::{
@@ -30,9 +31,9 @@ use tonic::{Request, Response, Status};
 pub const LEASE: Duration = Duration::from_millis(1000);
 
 struct Record {
-    epoch: u64,
-    primary: String,
-    out_of_sync: BTreeSet<String>,
+    /// Held epoch, its primary and the out-of-sync members, judged by the
+    /// same rules as the Kubernetes directory's.
+    held: rules::Record,
     /// Until when (by this clock) each holder's last lease holds.
     granted: HashMap<String, Instant>,
 }
@@ -41,20 +42,20 @@ impl Record {
     /// Intent of a change of primary: `primary` at `epoch`, only a member
     /// of the recorded in-sync set, only above the recorded epoch.
     fn move_to(&mut self, primary: &str, epoch: u64) -> Result<(), String> {
-        if self.out_of_sync.contains(primary) {
+        if !self.held.in_sync(primary) {
             return Err(format!(
                 "{primary} is recorded out of sync ({:?})",
-                self.out_of_sync
+                self.held.out_of_sync
             ));
         }
-        if epoch <= self.epoch {
+        if epoch <= self.held.epoch {
             return Err(format!(
                 "epoch {epoch} is not above the recorded {}",
-                self.epoch
+                self.held.epoch
             ));
         }
-        self.epoch = epoch;
-        self.primary = primary.to_owned();
+        self.held.epoch = epoch;
+        self.held.primary = Some(primary.to_owned());
         Ok(())
     }
 }
@@ -66,9 +67,11 @@ pub struct DirectoryRecord(Arc<Mutex<Record>>);
 impl DirectoryRecord {
     pub fn new(epoch: u64, primary: &str) -> Self {
         DirectoryRecord(Arc::new(Mutex::new(Record {
-            epoch,
-            primary: primary.to_owned(),
-            out_of_sync: BTreeSet::new(),
+            held: rules::Record {
+                epoch,
+                primary: Some(primary.to_owned()),
+                out_of_sync: BTreeSet::new(),
+            },
             granted: HashMap::new(),
         })))
     }
@@ -78,20 +81,20 @@ impl DirectoryRecord {
     }
 
     pub fn out_of_sync(&self) -> BTreeSet<String> {
-        self.lock().out_of_sync.clone()
+        self.lock().held.out_of_sync.clone()
     }
 
     pub fn epoch(&self) -> u64 {
-        self.lock().epoch
+        self.lock().held.epoch
     }
 
     /// The storage systems report `primary` at `epoch` (a hand-over whose
     /// answer was lost): record it, unless the record is newer.
     pub fn record_primary(&self, epoch: u64, primary: &str) {
         let mut r = self.lock();
-        if epoch > r.epoch {
-            r.epoch = epoch;
-            r.primary = primary.to_owned();
+        if epoch > r.held.epoch {
+            r.held.epoch = epoch;
+            r.held.primary = Some(primary.to_owned());
         }
     }
 
@@ -121,21 +124,12 @@ impl DirectoryRecord {
             .unwrap_or(now)
             .max(now))
     }
-
-    /// Refuses a call at `epoch` older than the recorded one.
-    fn current(&self, r: &Record, epoch: u64) -> Result<(), Status> {
-        if epoch < r.epoch {
-            return Err(superseded(r.epoch, epoch));
-        }
-        Ok(())
-    }
 }
 
-fn superseded(held: u64, asked: u64) -> Status {
-    let mut s = Status::failed_precondition(format!(
-        "the directory holds epoch {held}, newer than {asked}"
-    ));
-    if let Ok(v) = held.to_string().parse() {
+/// The refusal as `roam/directory.proto` carries it.
+fn superseded(refused: rules::Superseded) -> Status {
+    let mut s = Status::failed_precondition(refused.to_string());
+    if let Ok(v) = refused.held.to_string().parse() {
         s.metadata_mut().insert(DIRECTORY_HELD_EPOCH_KEY, v);
     }
     s
@@ -149,13 +143,9 @@ impl Directory for DirectoryRecord {
     ) -> Result<Response<RenewLeaseResponse>, Status> {
         let req = req.into_inner();
         let mut r = self.lock();
-        self.current(&r, req.epoch)?;
-        // At the recorded epoch only the recorded primary holds a lease (a
-        // member promoted at an epoch the directory has given to another).
-        // Above it, a hand-over the operator asked for is under way.
-        if req.epoch == r.epoch && req.holder != r.primary {
-            return Err(superseded(r.epoch, req.epoch));
-        }
+        r.held
+            .check_lease(req.epoch, &req.holder)
+            .map_err(superseded)?;
         let until = Instant::now() + LEASE;
         let held = r.granted.entry(req.holder).or_insert(until);
         *held = (*held).max(until);
@@ -188,11 +178,11 @@ impl DirectoryRecord {
         in_sync: bool,
     ) -> Result<Response<RecordMemberResponse>, Status> {
         let mut r = self.lock();
-        self.current(&r, req.epoch)?;
+        r.held.check_record(req.epoch).map_err(superseded)?;
         if in_sync {
-            r.out_of_sync.remove(&req.member);
+            r.held.out_of_sync.remove(&req.member);
         } else {
-            r.out_of_sync.insert(req.member);
+            r.held.out_of_sync.insert(req.member);
         }
         Ok(Response::new(RecordMemberResponse {}))
     }

@@ -14,7 +14,7 @@ use kube::{
 };
 use roam_crds::{
     CopyVolumeGroup, CopyVolumeGroupStatus, FailurePolicy, OPERATOR_MANAGER, TransferType,
-    VOLUME_LABEL, VirtualVolume, VirtualVolumeStatus,
+    VOLUME_LABEL, VirtualVolume, VirtualVolumeStatus, directory,
 };
 use roam_proto::storage::{self as pb, GroupSpec};
 use serde_json::json;
@@ -179,6 +179,38 @@ pub async fn act(
                 .map(|_| ())
                 .map_err(call("TransferPrimary", from))
         }
+        Action::Fence { epoch } => {
+            // Two writes: the fence, on the group the plan saw; then, once
+            // the API server has it, the moment to count the lease from. A
+            // renewal that began before that moment may still hold a lease
+            // for PRIMARY_LEASE after it, never longer.
+            let write = |patch: serde_json::Value| {
+                let groups = groups.clone();
+                let name = name.clone();
+                let volume = volume.clone();
+                async move {
+                    groups
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|source| Error::WriteObject {
+                            kind: "CopyVolumeGroup",
+                            name: volume,
+                            source: Box::new(source),
+                        })
+                }
+            };
+            write(json!({"metadata": {
+                "resourceVersion": g.resource_version(),
+                "annotations": {directory::FENCE_EPOCH_ANNOTATION: epoch.to_string()},
+            }}))
+            .await?;
+            write(json!({"metadata": {"annotations": {
+                directory::FENCED_AT_ANNOTATION: Timestamp::now().to_string(),
+            }}}))
+            .await?;
+            tracing::info!(volume = %volume, epoch, "fenced in the directory");
+            Ok(())
+        }
         Action::Promote { dc, epoch } => {
             let (ep, vid) = endpoint(g, &volume, dc)?;
             storage::promote(ep, vid, *epoch)
@@ -215,6 +247,13 @@ pub fn action_reason(a: &Action) -> Option<(&'static str, String)> {
             format!("{from} -> {to} at epoch {epoch}"),
         )),
         Action::Promote { dc, epoch } => Some(("Promoted", format!("{dc} at epoch {epoch}"))),
+        Action::Fence { epoch } => Some((
+            "Fenced",
+            format!(
+                "no lease below epoch {epoch}; promoting after {}s",
+                directory::PRIMARY_LEASE.as_secs()
+            ),
+        )),
         Action::CreateReplica { dc } => Some(("ReplicaCreated", format!("real volume in {dc}"))),
         Action::ExpandReplica { dc, size_bytes } => {
             Some(("ReplicaExpanded", format!("{dc} to {size_bytes} bytes")))
@@ -424,8 +463,13 @@ pub async fn group_status(
             .relocation_seconds
             .observe(rel.duration_millis as f64 / 1000.0);
     }
+    // The in-sync set is the directory's record, written by the primary's
+    // storage system with a precondition: never part of this write, so it
+    // can neither drop nor resurrect a record made meanwhile.
+    let mut written = status.clone();
+    written.out_of_sync.clear();
     let body =
-        json!({"apiVersion": "roam.dev/v1alpha1", "kind": "CopyVolumeGroup", "status": status});
+        json!({"apiVersion": "roam.dev/v1alpha1", "kind": "CopyVolumeGroup", "status": written});
     api.patch_status(
         &g.name_any(),
         &PatchParams::apply(OPERATOR_MANAGER).force(),

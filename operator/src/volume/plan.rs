@@ -13,7 +13,9 @@
 //! 5. intent pending: ask the current primary to transfer to the desired one
 //!    (`TransferPrimary`, flush/drain first, on the storage side);
 //! 6. primary unreachable past the grace period: write a failover intent for
-//!    the most up-to-date reachable secondary, then `Promote` it.
+//!    the most up-to-date reachable member of the recorded in-sync set,
+//!    fence the old primary in the directory, wait out its lease
+//!    (`roam_crds::directory`), then `Promote` the candidate.
 //!
 //! Guarantees: the intent is always written before the storage systems are
 //! asked to change roles, so a restarted operator finds it and finishes; at
@@ -26,7 +28,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use roam_crds::{
     CopyVolumeGroup, CopyVolumeGroupSpec, CopyVolumeGroupStatus, DataCenter, FailoverMode,
     FailoverRecord, MemberRole, MemberState, MemberStatus, RelocationRecord, TransferType,
-    VirtualVolumeSpec, VirtualVolumeStatus, VolumePhase, conditions, proximity,
+    VirtualVolumeSpec, VirtualVolumeStatus, VolumePhase, conditions, directory, proximity,
 };
 
 use super::placement;
@@ -133,6 +135,12 @@ pub enum Action {
     Transfer {
         from: String,
         to: String,
+        epoch: u64,
+    },
+    /// Fence the group at `epoch` in the directory (no lease below it, nor
+    /// at it for anyone but the desired primary), then note when the fence
+    /// was seen recorded; the promotion waits out the lease from then.
+    Fence {
         epoch: u64,
     },
     Promote {
@@ -412,7 +420,12 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
     }
 
     let claimed = claimed_primary(i, g);
-    let current = claimed.clone().filter(|(_, e)| *e >= prev.epoch);
+    // A primary the directory fenced is gone, even when it answers: it can
+    // no longer renew its lease, and the failover that fenced it goes on.
+    let fence = directory::fence_epoch(g).unwrap_or(0);
+    let current = claimed
+        .clone()
+        .filter(|(_, e)| *e >= prev.epoch && *e >= fence);
     let never_configured = prev.epoch == 0
         && prev.primary.is_none()
         && spec
@@ -507,12 +520,36 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
                     .min(Duration::from_secs(5))
                     .max(Duration::from_millis(500));
             } else if intended {
-                actions.push(Action::Promote {
-                    dc: spec.desired_primary.clone(),
-                    epoch: spec.epoch,
+                let d = &spec.desired_primary;
+                let lease_left = directory::fenced_at(g).map(|at| {
+                    let since = i.now.duration_since(at).unsigned_abs();
+                    directory::PRIMARY_LEASE.saturating_sub(since)
                 });
-                msg = format!("promoting {} at epoch {}", spec.desired_primary, spec.epoch);
-                requeue = Duration::from_secs(1);
+                if !directory::Record::of(g).in_sync(d) {
+                    msg = format!(
+                        "{d} is recorded out of sync: promoting it would lose acknowledged writes"
+                    );
+                    requeue = Duration::from_secs(5);
+                } else if lease_left.is_none() {
+                    actions.push(Action::Fence { epoch: spec.epoch });
+                    msg = format!("fencing {lost} at epoch {}", spec.epoch);
+                    requeue = Duration::from_secs(1);
+                } else if let Some(left) = lease_left.filter(|l| !l.is_zero()) {
+                    msg = format!(
+                        "waiting {}s for the lease of {lost} to run out before promoting {d}",
+                        left.as_secs_f64().ceil()
+                    );
+                    requeue = left
+                        .min(Duration::from_secs(5))
+                        .max(Duration::from_millis(200));
+                } else {
+                    actions.push(Action::Promote {
+                        dc: d.clone(),
+                        epoch: spec.epoch,
+                    });
+                    msg = format!("promoting {d} at epoch {}", spec.epoch);
+                    requeue = Duration::from_secs(1);
+                }
             } else if let Some(candidate) = failover_candidate(i, g, &lost) {
                 let held = spec
                     .members
@@ -531,7 +568,9 @@ fn plan_group(i: &Input, g: &CopyVolumeGroup) -> Plan {
                 msg = format!("failing over from {lost} to {candidate}");
                 requeue = Duration::from_secs(1);
             } else {
-                msg = format!("primary in {lost} is unreachable and no secondary is reachable");
+                msg = format!(
+                    "primary in {lost} is unreachable and no member of the in-sync set is reachable"
+                );
                 requeue = Duration::from_secs(3);
             }
             conditions::set(
@@ -989,9 +1028,11 @@ fn record_change(
     }
 }
 
-/// The most up-to-date reachable member other than `lost`: highest durable
-/// sequence, then the one nearest to where the volume is wanted, then name.
+/// The most up-to-date reachable member of the recorded in-sync set other
+/// than `lost`: highest durable sequence, then the one nearest to where the
+/// volume is wanted, then name.
 pub fn failover_candidate(i: &Input, g: &CopyVolumeGroup, lost: &str) -> Option<String> {
+    let record = directory::Record::of(g);
     let preferred = i.wanted_dc.as_deref().and_then(|w| {
         let others: Vec<String> = g.member_dcs().into_iter().filter(|d| d != lost).collect();
         proximity::choose_primary(w, &others, i.data_centers)
@@ -999,7 +1040,7 @@ pub fn failover_candidate(i: &Input, g: &CopyVolumeGroup, lost: &str) -> Option<
     g.spec
         .members
         .iter()
-        .filter(|m| m.data_center != lost)
+        .filter(|m| m.data_center != lost && record.in_sync(&m.data_center))
         .filter_map(|m| present(i, &m.data_center).map(|r| (m.data_center.clone(), r.durable_seq)))
         .max_by(|(a, sa), (b, sb)| {
             sa.cmp(sb)

@@ -137,6 +137,7 @@ fn primary_with(epoch: u64, secs: &[(&str, MemberState, u64)]) -> ReplicaObs {
     })
 }
 
+#[derive(Clone)]
 struct Case {
     spec: VirtualVolumeSpec,
     wanted: Option<&'static str>,
@@ -799,19 +800,109 @@ fn manual_failover_only_reports() {
     assert!(c.message.contains("manual"));
 }
 
+/// The directory's fence at `epoch`, seen recorded `secs_ago`.
+fn fenced(c: &mut Case, epoch: u64, secs_ago: i64) {
+    let at = c.now - SignedDuration::from_secs(secs_ago);
+    let g = c.group.as_mut().unwrap();
+    let a = g.metadata.annotations.get_or_insert_with(Default::default);
+    a.insert(
+        roam_crds::directory::FENCE_EPOCH_ANNOTATION.into(),
+        epoch.to_string(),
+    );
+    a.insert(
+        roam_crds::directory::FENCED_AT_ANNOTATION.into(),
+        at.to_string(),
+    );
+}
+
+fn promote_b_at_3() -> Vec<Action> {
+    vec![Action::Promote {
+        dc: "b".into(),
+        epoch: 3,
+    }]
+}
+
 #[test]
-fn failover_intent_then_promote() {
+fn failover_intent_fences_then_waits_out_the_lease_then_promotes() {
     let mut c = lost_primary_case(60, FailoverMode::Automatic);
     c.group.as_mut().unwrap().spec.desired_primary = "b".into();
     c.group.as_mut().unwrap().spec.epoch = 3;
-    let p = c.run();
+    // No fence yet: fence first, promote nothing.
+    assert_eq!(c.run().actions, vec![Action::Fence { epoch: 3 }]);
+    // Fenced, the lease not yet run out: wait, and say so.
+    let lease = roam_crds::directory::PRIMARY_LEASE.as_secs() as i64;
+    for ago in [0, 1, lease - 1] {
+        let mut w = c.clone();
+        fenced(&mut w, 3, ago);
+        let p = w.run();
+        assert!(
+            p.actions.is_empty(),
+            "{ago}s after the fence: {:?}",
+            p.actions
+        );
+        let msg = &roam_crds::conditions::get(&p.volume_status.conditions, "PrimaryUnreachable")
+            .unwrap()
+            .message;
+        assert!(msg.contains("lease of a to run out"), "{msg}");
+    }
+    // A fence of an earlier epoch does not count for this one.
+    let mut old = c.clone();
+    fenced(&mut old, 2, 600);
+    assert_eq!(old.run().actions, vec![Action::Fence { epoch: 3 }]);
+    for ago in [lease, lease + 1, 600] {
+        let mut w = c.clone();
+        fenced(&mut w, 3, ago);
+        assert_eq!(w.run().actions, promote_b_at_3(), "{ago}s after the fence");
+    }
+}
+
+#[test]
+fn a_member_recorded_out_of_sync_is_never_promoted() {
+    // b is the most advanced, but the primary went on without it.
+    let mut c = lost_primary_case(60, FailoverMode::Automatic);
+    let st = c.group.as_mut().unwrap().status.as_mut().unwrap();
+    st.out_of_sync = vec!["b".into()];
     assert_eq!(
-        p.actions,
-        vec![Action::Promote {
-            dc: "b".into(),
-            epoch: 3
+        c.run().actions,
+        vec![Action::WriteIntent {
+            primary: "c".into(),
+            epoch: 3,
+            reason: IntentReason::Failover
         }]
     );
+    // An intent for it (a relocation the loss cut short, or a person's
+    // promote) waits instead, and says why.
+    promote_intent(&mut c, Some(3));
+    fenced(&mut c, 3, 600);
+    let p = c.run();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let msg = &roam_crds::conditions::get(&p.volume_status.conditions, "PrimaryUnreachable")
+        .unwrap()
+        .message;
+    assert!(msg.contains("b is recorded out of sync"), "{msg}");
+    // Nobody in the set reachable: no failover at all.
+    let mut none = lost_primary_case(60, FailoverMode::Automatic);
+    none.group
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .out_of_sync = vec!["b".into(), "c".into()];
+    let p = none.run();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn a_fenced_primary_that_answers_again_is_still_failed_over() {
+    // The failover fenced a at 3; a answers again as primary at 2. It can
+    // no longer renew its lease: the promotion goes on, no transfer from a.
+    let mut c = lost_primary_case(60, FailoverMode::Automatic);
+    c.group.as_mut().unwrap().spec.desired_primary = "b".into();
+    c.group.as_mut().unwrap().spec.epoch = 3;
+    fenced(&mut c, 3, 600);
+    c.replicas[0].1 = primary_with(2, &[("b", MemberState::Lagging, 4096)]);
+    assert_eq!(c.run().actions, promote_b_at_3());
 }
 
 /// `kubectl roam promote --to b` on the lost-primary case: the intent (b at
@@ -847,15 +938,9 @@ fn manual_mode_promotes_what_a_person_asked_for_after_the_grace_period() {
     ] {
         let mut c = lost_primary_case(elapsed, FailoverMode::Manual);
         promote_intent(&mut c, asked);
+        fenced(&mut c, 3, 600);
         let p = c.run();
-        let want = if promoted {
-            vec![Action::Promote {
-                dc: "b".into(),
-                epoch: 3,
-            }]
-        } else {
-            vec![]
-        };
+        let want = if promoted { promote_b_at_3() } else { vec![] };
         assert_eq!(p.actions, want, "elapsed {elapsed} asked {asked:?}");
         assert_eq!(p.volume_status.phase, VolumePhase::Degraded);
         let msg = &roam_crds::conditions::get(&p.volume_status.conditions, "PrimaryUnreachable")
@@ -934,12 +1019,10 @@ fn failover_with_no_reachable_secondary_waits() {
     ];
     let p = c.run();
     assert!(p.actions.is_empty());
-    assert!(
-        p.volume_status
-            .conditions
-            .iter()
-            .any(|c| c.message.contains("no secondary is reachable"))
-    );
+    assert!(p.volume_status.conditions.iter().any(|c| {
+        c.message
+            .contains("no member of the in-sync set is reachable")
+    }));
 }
 
 #[test]
@@ -1076,12 +1159,19 @@ proptest! {
         status_primary in proptest::option::of(0..3usize),
         wanted in proptest::option::of(0..4usize),
         unreachable_for in proptest::option::of(0..100i64),
+        fence in proptest::option::of((0..7u64, 0..40i64)),
+        out_of_sync in proptest::collection::btree_set(0..3usize, 0..3),
     ) {
         let names = ["a", "b", "c"];
         let mut st = CopyVolumeGroupStatus { primary: status_primary.map(|i| names[i].to_string()), epoch: status_epoch, ..Default::default() };
         st.primary_unreachable_since = unreachable_for.map(|s| Time(now() - SignedDuration::from_secs(s)));
+        st.out_of_sync = out_of_sync.iter().map(|i| names[*i].to_string()).collect();
         let mut c = Case::new(vspec(&names, TransferType::Sync));
         c.group = Some(group(&names, names[desired], spec_epoch, Some(st)));
+        if let Some((epoch, ago)) = fence { fenced(&mut c, epoch, ago); }
+        // Whether the lease of whoever was primary before spec_epoch has
+        // surely run out.
+        let lease_out = fence.is_some_and(|(e, ago)| e == spec_epoch && ago >= roam_crds::directory::PRIMARY_LEASE.as_secs() as i64);
         c.replicas = names.iter().zip(obs).map(|(n, o)| (*n, o)).collect();
         c.wanted = wanted.map(|i| ["a", "b", "c", "x"][i]);
         let p = c.run();
@@ -1097,10 +1187,19 @@ proptest! {
                 Action::Promote { epoch, dc } => {
                     prop_assert_eq!(*epoch, spec_epoch);
                     prop_assert_eq!(dc, names[desired]);
+                    // Raising the primary that answers at a newer epoch
+                    // needs no fence; promoting anyone else needs the fence,
+                    // its lease run out, and a member of the in-sync set.
+                    let raised = c.replicas.iter().any(|(n, o)| *n == dc.as_str() && matches!(o, ReplicaObs::Present(r) if r.role == MemberRole::Primary));
+                    prop_assert!(raised || lease_out, "promoted {} before the lease ran out: {:?}", dc, fence);
+                    prop_assert!(raised || !c.group.as_ref().unwrap().status.as_ref().unwrap().out_of_sync.contains(dc), "promoted {} recorded out of sync", dc);
                 }
-                Action::WriteIntent { epoch, reason, .. } => {
+                Action::WriteIntent { epoch, reason, primary } => {
                     prop_assert!(*epoch >= spec_epoch);
                     if *reason != IntentReason::Adopt { prop_assert!(*epoch > spec_epoch); }
+                    if *reason == IntentReason::Failover {
+                        prop_assert!(!out_of_sync.iter().any(|i| names[*i] == primary.as_str()), "failover to {} recorded out of sync", primary);
+                    }
                 }
                 Action::Configure { epoch, .. } => prop_assert!(*epoch >= status_epoch.min(spec_epoch)),
                 Action::CreateGroup(_) => prop_assert!(false, "group exists"),

@@ -57,8 +57,12 @@ impl Storage {
         std::fs::create_dir_all(&dir).expect("data dir");
         let endpoint = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
+        // The directory the chart's storage systems keep: the group's
+        // in-sync set and the primary's lease in its CopyVolumeGroup.
+        let cluster = roam_e2e::TestCluster::get().await.expect("control plane");
         let child = Command::new(bin)
-            .args(["storage", "--data-dir"])
+            .args(["storage", "--directory", "kubernetes", "--data-dir"])
+            .env("KUBECONFIG", cluster.kubeconfig())
             .arg(&dir)
             .args([
                 "--listen",
