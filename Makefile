@@ -83,6 +83,8 @@ test-cluster: build
 	bash e2e/cluster/install-roam.sh
 	bash charts/roam/ci/test-monitoring.sh
 	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig $(MAKE) e2e
+	# Last: it stops a data center's node (and starts it again).
+	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig cargo test -p roam-e2e --test datacenter_loss -- --nocapture
 	bash e2e/cluster/down.sh
 
 test: tools test-unit test-fuzz test-dataplane test-control-plane sanity test-cluster

@@ -170,9 +170,8 @@ pub struct FailoverPolicy {
     /// the volume on that data center's nodes that are not Ready, and the
     /// volume's VolumeAttachments to them, so that their controllers start
     /// them again elsewhere at once instead of after Kubernetes' six-minute
-    /// force-detach. Unset: on for Sync with failurePolicy Block, where an
-    /// isolated old primary acknowledges nothing alone; off otherwise, where
-    /// it may still take writes from the pod it serves.
+    /// force-detach. Unset: on; the failover waited out the old primary's
+    /// lease, so it acknowledges nothing any more under any policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_lost_nodes: Option<bool>,
 }

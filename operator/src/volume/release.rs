@@ -16,12 +16,12 @@
 //! Guarantees: nothing is released unless the failover is recorded
 //! (`lastFailover`) and the primary is now reachable elsewhere at that epoch
 //! or later, and the node is not Ready; only pods and attachments of this
-//! volume are touched. Caveats: this is only as safe as the fence is
-//! complete. Under Sync with failurePolicy Block an isolated old primary
-//! acknowledges nothing alone, so that is the default; under Degrade or
-//! Async an old primary cut off from its peers may still take writes from
-//! the pod it serves, so release is off unless the volume asks for it
-//! (`spec.failover.releaseLostNodes`).
+//! volume are touched. This is only as safe as the fence is complete, and
+//! it is for every policy: the failover fenced the old primary in the
+//! directory and waited out its lease before promoting, so an old primary
+//! cut off from everyone acknowledges nothing from then on, under Block,
+//! Degrade and Async alike (`roam_crds::directory`). A volume can turn it
+//! off (`spec.failover.releaseLostNodes: false`).
 
 use std::sync::Arc;
 
@@ -30,9 +30,7 @@ use k8s_openapi::api::{
     storage::v1::VolumeAttachment,
 };
 use kube::ResourceExt;
-use roam_crds::{
-    CopyVolumeGroupStatus, DRIVER_NAME, DataCenter, FailurePolicy, TransferType, VirtualVolume,
-};
+use roam_crds::{CopyVolumeGroupStatus, DRIVER_NAME, DataCenter, VirtualVolume};
 
 use crate::locality;
 
@@ -64,12 +62,9 @@ pub struct World<'a> {
 }
 
 /// Whether the volume is released from lost nodes: its own setting, else on
-/// exactly where the fence is complete (Sync with failurePolicy Block).
+/// (the lease makes the fence complete under every policy).
 pub fn enabled(vv: &VirtualVolume) -> bool {
-    vv.spec.failover.release_lost_nodes.unwrap_or(
-        vv.spec.transfer_type == TransferType::Sync
-            && vv.spec.failure_policy == FailurePolicy::Block,
-    )
+    vv.spec.failover.release_lost_nodes.unwrap_or(true)
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -308,15 +303,16 @@ mod tests {
     }
 
     #[test]
-    fn release_is_on_by_default_only_where_the_fence_is_complete() {
+    fn release_is_on_by_default_and_off_when_the_volume_says_so() {
         let lost = Objects::new(false);
         let status = failed_over("dc-b");
         for (transfer, policy, asked, released) in [
             ("Sync", "Block", None, true),
-            ("Sync", "Degrade", None, false),
-            ("Async", "Block", None, false),
+            ("Sync", "Degrade", None, true),
+            ("Async", "Block", None, true),
             ("Async", "Degrade", Some(true), true),
             ("Sync", "Block", Some(false), false),
+            ("Async", "Degrade", Some(false), false),
         ] {
             let r = decide(
                 &volume(transfer, policy, asked),
