@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 use csi_support::*;
 use roam_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use roam_proto::csi::*;
-use roam_proto::storage::{
-    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetReplicaRequest, GroupSpec,
-    Member, Role, TransferPrimaryRequest, TransferType,
-};
+use roam_proto::storage::{FailurePolicy, GetReplicaRequest, Role, TransferPrimaryRequest};
 
 const VOLUME: &str = "apps/data";
 const REAL_ID: &str = "apps.data";
@@ -51,42 +48,14 @@ async fn restaged_in_another_dc_keeps_files_and_is_not_reformatted() {
     let mut sb = storage_client(&ep_b).await;
 
     // The operator's part: one real volume per DC, a group with dc-a primary.
-    let group = GroupSpec {
-        members: vec![
-            Member {
-                data_center: "dc-a".into(),
-                endpoint: ep_a.clone(),
-            },
-            Member {
-                data_center: "dc-b".into(),
-                endpoint: ep_b.clone(),
-            },
-        ],
-        primary: "dc-a".into(),
-        epoch: 1,
-        transfer_type: TransferType::Sync as i32,
-        failure_policy: FailurePolicy::Block as i32,
-        max_lag_bytes: 0,
-        max_lag_seconds: 0,
-    };
-    for client in [&mut sa, &mut sb] {
-        client
-            .create_replica(CreateReplicaRequest {
-                volume_id: REAL_ID.into(),
-                size_bytes: SIZE,
-            })
-            .await
-            .expect("CreateReplica");
-    }
-    for client in [&mut sb, &mut sa] {
-        client
-            .configure_group(ConfigureGroupRequest {
-                volume_id: REAL_ID.into(),
-                group: Some(group.clone()),
-            })
-            .await
-            .expect("ConfigureGroup");
-    }
+    two_member_volume(
+        ("dc-a", &ep_a),
+        ("dc-b", &ep_b),
+        REAL_ID,
+        SIZE,
+        FailurePolicy::Block,
+    )
+    .await;
 
     let (_na, ep_na) = spawn_node(dir, "node-a", "dc-a", &ep_a, free_port());
     let (_nb, ep_nb) = spawn_node(dir, "node-b", "dc-b", &ep_b, free_port());

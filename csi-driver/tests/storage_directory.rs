@@ -18,10 +18,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use roam_crds::directory::{FENCE_EPOCH_ANNOTATION, PRIMARY_LEASE};
 use roam_crds::{CopyVolumeGroup, OPERATOR_MANAGER};
 use roam_proto::storage::storage_client::StorageClient;
-use roam_proto::storage::{
-    ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, FlushRequest, GroupSpec, Member,
-    TransferType, WriteRequest,
-};
+use roam_proto::storage::{FailurePolicy, FlushRequest, WriteRequest};
 use tonic::transport::Channel;
 
 const SIZE: u64 = 16 << 20;
@@ -31,22 +28,14 @@ fn spawn_storage_with_directory(
     dc: &str,
     kubeconfig: &std::path::Path,
 ) -> (Proc, String) {
-    let port = free_port();
-    let data = dir.join(format!("storage-{dc}"));
-    std::fs::create_dir_all(&data).expect("data dir");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let proc = Proc::spawn(
-        &format!("storage-{dc}"),
-        std::process::Command::new(BIN)
-            .args(["storage", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--advertise", &endpoint, "--data-center", dc])
-            .args(["--node", &format!("node-{dc}"), "--insecure"])
-            .args(["--data-dir", data.to_str().expect("utf-8 path")])
-            .args(["--directory", "kubernetes", "--ack-timeout-ms", "1000"])
-            .env("KUBECONFIG", kubeconfig),
-        &dir.join(format!("storage-{dc}.log")),
-    );
-    (proc, endpoint)
+    spawn_storage_with(
+        dir,
+        dc,
+        &format!("node-{dc}"),
+        free_port(),
+        &["--directory", "kubernetes", "--ack-timeout-ms", "1000"],
+        &[("KUBECONFIG", kubeconfig)],
+    )
 }
 
 async fn write(c: &mut StorageClient<Channel>, volume: &str, offset: u64) -> Result<(), String> {
@@ -130,39 +119,14 @@ async fn the_in_sync_set_and_the_lease_live_in_the_copy_volume_group() {
         .await
         .expect("status");
 
-    let spec = GroupSpec {
-        members: vec![
-            Member {
-                data_center: "dc-a".into(),
-                endpoint: ep_a.clone(),
-            },
-            Member {
-                data_center: "dc-b".into(),
-                endpoint: ep_b.clone(),
-            },
-        ],
-        primary: "dc-a".into(),
-        epoch: 1,
-        transfer_type: TransferType::Sync as i32,
-        failure_policy: FailurePolicy::Degrade as i32,
-        max_lag_bytes: 0,
-        max_lag_seconds: 0,
-    };
-    for ep in [&ep_b, &ep_a] {
-        let mut c = storage_client(ep).await;
-        c.create_replica(CreateReplicaRequest {
-            volume_id: volume.clone(),
-            size_bytes: SIZE,
-        })
-        .await
-        .expect("CreateReplica");
-        c.configure_group(ConfigureGroupRequest {
-            volume_id: volume.clone(),
-            group: Some(spec.clone()),
-        })
-        .await
-        .expect("ConfigureGroup");
-    }
+    two_member_volume(
+        ("dc-a", &ep_a),
+        ("dc-b", &ep_b),
+        &volume,
+        SIZE,
+        FailurePolicy::Degrade,
+    )
+    .await;
     let mut primary = storage_client(&ep_a).await;
     // Both in sync: writes complete, nothing is recorded.
     within(Duration::from_secs(60), "a write with both members", || {

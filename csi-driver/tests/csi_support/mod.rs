@@ -82,25 +82,43 @@ impl Drop for Proc {
 
 /// A storage system process (`roam-csi storage`) of data center `dc`.
 pub fn spawn_storage(dir: &Path, dc: &str, node: &str, port: u16) -> (Proc, String) {
+    spawn_storage_with(dir, dc, node, port, &[], &[])
+}
+
+/// [`spawn_storage`] with extra flags and environment variables.
+pub fn spawn_storage_with(
+    dir: &Path,
+    dc: &str,
+    node: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> (Proc, String) {
     let data = dir.join(format!("storage-{dc}"));
     std::fs::create_dir_all(&data).expect("data dir");
     let endpoint = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "storage",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--advertise",
+        &endpoint,
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--data-center",
+        dc,
+        "--node",
+        node,
+        "--insecure",
+    ])
+    .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let proc = Proc::spawn(
         &format!("storage-{dc}"),
-        Command::new(BIN).args([
-            "storage",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--advertise",
-            &endpoint,
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-            "--data-center",
-            dc,
-            "--node",
-            node,
-            "--insecure",
-        ]),
+        &mut cmd,
         &dir.join(format!("storage-{dc}.log")),
     );
     (proc, endpoint)
@@ -264,6 +282,48 @@ pub async fn sole_member_volume(endpoint: &str, dc: &str, volume: &str, size: u6
         })
         .await
         .expect("ConfigureGroup");
+}
+
+/// One real volume on each of two storage systems, configured as a group
+/// with the first primary at epoch 1 (the operator's part); the secondary
+/// is configured first, so it is ready when the primary reaches it.
+pub async fn two_member_volume(
+    (dc_a, ep_a): (&str, &str),
+    (dc_b, ep_b): (&str, &str),
+    volume: &str,
+    size: u64,
+    policy: FailurePolicy,
+) {
+    let group = GroupSpec {
+        members: [(dc_a, ep_a), (dc_b, ep_b)]
+            .into_iter()
+            .map(|(dc, ep)| Member {
+                data_center: dc.into(),
+                endpoint: ep.into(),
+            })
+            .collect(),
+        primary: dc_a.into(),
+        epoch: 1,
+        transfer_type: TransferType::Sync as i32,
+        failure_policy: policy as i32,
+        max_lag_bytes: 0,
+        max_lag_seconds: 0,
+    };
+    for ep in [ep_b, ep_a] {
+        let mut c = storage_client(ep).await;
+        c.create_replica(CreateReplicaRequest {
+            volume_id: volume.into(),
+            size_bytes: size,
+        })
+        .await
+        .expect("CreateReplica");
+        c.configure_group(ConfigureGroupRequest {
+            volume_id: volume.into(),
+            group: Some(group.clone()),
+        })
+        .await
+        .expect("ConfigureGroup");
+    }
 }
 
 /// The publish context a CSI log-in returns: the primary's storage
