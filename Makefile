@@ -116,6 +116,7 @@ sanity: build
 	bash e2e/sanity/run.sh
 
 bench:
+	bash e2e/tools/install.sh apt bench-apt
 	bash bench/run.sh
 
 # The seeded fault campaign, every fault kind (docs/faults.md).

@@ -32,7 +32,10 @@
 # "0 BENCH_DELAY_RTT_MS") pick the replicated cases.
 #
 # Needs root, fio, losetup, mkfs.ext4, ip netns; glusterfs-server and nft
-# for the Gluster case (optional; nft only inside its client's namespace).
+# for the Gluster case (`make bench` installs them; nft only inside its
+# client's namespace). A run without its peer is no comparison: when the
+# Gluster case cannot run, the run still writes its results and then fails,
+# saying why.
 # BENCH_SKIP_BUILD=1 uses the release binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -627,19 +630,24 @@ import json, sys
 print(sum(json.load(open(p))["jobs"][0]["write"]["io_bytes"] for p in sys.argv[1:]))' "${files[@]}"
 }
 
+# Why the peer did not run, if it did not (the run fails at the end).
+PEER_MISSING=
 case_gluster() {
   local rtt
   if ! command -v glusterd >/dev/null; then
+    PEER_MISSING="glusterfs-server is not installed (make bench installs it: e2e/tools/install.sh bench-apt)"
     for rtt in $RTTS; do skip gluster-replica2 "$rtt" "glusterfs-server not installed"; done
     return
   fi
   if pgrep -x glusterd >/dev/null; then
+    PEER_MISSING="a glusterd is already running on this host (pid $(pgrep -x glusterd | head -1)); stop it and run again"
     for rtt in $RTTS; do skip gluster-replica2 "$rtt" "a glusterd is already running on this host"; done
     return
   fi
   GLUSTER_STARTED=1
   GL_MNT="$WORK/gluster-mnt"
   if ! gluster_up; then
+    PEER_MISSING="setting up glusterd, the volume or the client's namespace failed (log above)"
     for rtt in $RTTS; do skip gluster-replica2 "$rtt" "setting up glusterd, the volume or the client's namespace failed"; done
     gluster_down; return
   fi
@@ -670,3 +678,12 @@ done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/machine.txt"
 python3 bench/summarize.py "$RAW" bench/results/latest.json docs/benchmarks.md
 log "done in $(( $(date +%s) - start )) s"
+for f in "$RAW"/gluster-replica2@*.skip; do
+  if [ -e "$f" ] && [[ " ${BENCH_ONLY:-case_gluster} " == *" case_gluster "* ]]; then
+    PEER_MISSING=${PEER_MISSING:-"gluster-replica2 @ $(basename "$f" .skip | cut -d@ -f2) ms: $(cat "$f")"}
+  fi
+done
+if [ -n "$PEER_MISSING" ]; then
+  echo "bench: the peer GlusterFS did not run: $PEER_MISSING" >&2
+  exit 1
+fi

@@ -5,7 +5,8 @@
 #   TOOL is one of: apt kubernetes etcd csi-sanity external-provisioner
 #   external-attacher external-resizer helm toxiproxy cargo-fuzz (default: all
 #   of them, in that order), or one of the kind path's: kind-apt kind kubeadm
-#   coredns (built only when named: `make kind-up` does).
+#   coredns (built only when named: `make kind-up` does), or bench-apt (the
+#   peers `make bench` compares against).
 #
 # Every version comes from e2e/tools/versions.env. Each Go tool is built from the
 # Go module proxy into $ROAM_CACHE/<tool>-<version>/bin (ROAM_CACHE defaults to
@@ -284,6 +285,7 @@ install_one() {
 	case $1 in
 	apt) install_apt ;;
 	kind-apt) install_apt "$KIND_DEBIAN_PACKAGES" ;;
+	bench-apt) install_apt "$BENCH_DEBIAN_PACKAGES" ;;
 	kind) install_go_tool kind "$KIND_VERSION" build_kind kind ;;
 	kubeadm) install_go_tool kubeadm "$KUBERNETES_VERSION" build_kubeadm kubeadm ;;
 	coredns) install_go_tool coredns "$COREDNS_VERSION" build_coredns coredns ;;
@@ -296,7 +298,7 @@ install_one() {
 	helm) install_go_tool helm "$HELM_VERSION" build_helm helm ;;
 	toxiproxy) install_go_tool toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy toxiproxy-server toxiproxy-cli ;;
 	cargo-fuzz) install_cargo_fuzz ;;
-	*) die "unknown tool '$1' (known: ${all_tools[*]} ${kind_tools[*]})" ;;
+	*) die "unknown tool '$1' (known: ${all_tools[*]} ${kind_tools[*]} bench-apt)" ;;
 	esac
 }
 
@@ -319,7 +321,7 @@ main() {
 	exec 9>"$cache/.install.lock"
 	flock 9
 	for t in "${tools[@]}"; do
-		[[ ($t == apt || $t == kind-apt) && $no_apt == 1 ]] && continue
+		[[ ($t == apt || $t == kind-apt || $t == bench-apt) && $no_apt == 1 ]] && continue
 		install_one "$t"
 	done
 	echo "tools are in $bin_dir"
