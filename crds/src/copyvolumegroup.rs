@@ -15,7 +15,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{FailurePolicy, TransferType};
+use crate::{FailurePolicy, SyncLevel, TransferType};
 
 /// The real volumes of one VirtualVolume and which one is primary.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -67,6 +67,9 @@ pub struct CopyVolumeGroupSpec {
     pub epoch: u64,
     /// Sync or Async (from the VirtualVolume).
     pub transfer_type: TransferType,
+    /// Write or Flush (from the VirtualVolume).
+    #[serde(default)]
+    pub sync_level: SyncLevel,
     /// Block or Degrade (from the VirtualVolume).
     pub failure_policy: FailurePolicy,
     /// Async lag bound, bytes; 0 = none.

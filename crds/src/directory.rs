@@ -156,6 +156,7 @@ mod tests {
                 desired_primary: desired.into(),
                 epoch: spec_epoch,
                 transfer_type: Default::default(),
+                sync_level: Default::default(),
                 failure_policy: Default::default(),
                 max_lag_bytes: 0,
                 max_lag_seconds: 0,

@@ -35,8 +35,8 @@ pub use copyvolumegroup::{
 pub use datacenter::{DataCenter, DataCenterSpec, DataCenterStatus, StorageSystemStatus};
 pub use virtualvolume::{
     FailoverMode, FailoverPolicy, FailurePolicy, FsType, GRACE_PERIOD_SECONDS_MAX,
-    GRACE_PERIOD_SECONDS_MIN, TransferType, VirtualVolume, VirtualVolumeSpec, VirtualVolumeStatus,
-    VolumePhase,
+    GRACE_PERIOD_SECONDS_MIN, SyncLevel, TransferType, VirtualVolume, VirtualVolumeSpec,
+    VirtualVolumeStatus, VolumePhase,
 };
 
 /// API group of every Roam resource.

@@ -5,7 +5,7 @@
 //! Its spec has **no field the operator writes**: the user (or the CSI
 //! controller's CreateVolume) is its only writer, and everything the operator
 //! decides lives in the status and in the [`crate::CopyVolumeGroup`]. The
-//! placement fields (`dataCenters`, `replicas`, `transferType`) are immutable
+//! placement fields (`dataCenters`, `replicas`, `transferType`, `syncLevel`) are immutable
 //! and `size` can only grow; CEL rules in the schema enforce both.
 
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Condition};
@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("(has(self.dataCenters) && size(self.dataCenters) > 0) || (has(self.replicas) && self.replicas > 0)").message("name at least one data center: set spec.dataCenters or spec.replicas"),
     validation = Rule::new("!(has(self.dataCenters) && has(self.replicas))").message("set spec.dataCenters or spec.replicas, not both"),
     validation = Rule::new("self.transferType == 'Async' || (!has(self.maxLagBytes) && !has(self.maxLagSeconds))").message("spec.maxLagBytes and spec.maxLagSeconds apply only to transferType Async"),
+    validation = Rule::new("self.transferType == 'Sync' || self.syncLevel == 'Write'").message("spec.syncLevel Flush applies only to transferType Sync"),
     validation = Rule::new("has(self.dataCenters) == has(oldSelf.dataCenters) && (!has(self.dataCenters) || self.dataCenters == oldSelf.dataCenters)").message("spec.dataCenters is immutable"),
     validation = Rule::new("has(self.replicas) == has(oldSelf.replicas) && (!has(self.replicas) || self.replicas == oldSelf.replicas)").message("spec.replicas is immutable"),
 )]
@@ -93,6 +94,19 @@ pub struct VirtualVolumeSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.transferType is immutable"))]
     pub transfer_type: TransferType,
 
+    /// Sync only: what a write waits for. `Write` (the default): every write
+    /// waits until every member of the in-sync set holds it (one round
+    /// trip). `Flush`: a write waits only until it is queued, in order, to
+    /// every member; only a flush (fsync, O_SYNC, FUA) waits. At both levels
+    /// a flush completes once everything before it is on the disk of every
+    /// member of the in-sync set, so nothing the application made durable is
+    /// lost; at `Flush` a failover lands on a prefix of the write order, as a
+    /// disk does after a power cut. `Flush` is for databases, which flush
+    /// what they need durable. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.syncLevel is immutable"))]
+    pub sync_level: SyncLevel,
+
     /// Async only: the largest lag, in bytes, before new writes wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -130,6 +144,17 @@ pub enum TransferType {
     Sync,
     /// A write is acknowledged once the primary holds it; the sender ships it later.
     Async,
+}
+
+/// Sync groups: what a write waits for; a flush always waits for the disk of
+/// every member of the in-sync set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum SyncLevel {
+    /// Every write waits until every member of the in-sync set holds it.
+    #[default]
+    Write,
+    /// A write waits only until it is queued to every member; only flushes wait.
+    Flush,
 }
 
 /// What writes do while a secondary is unreachable.

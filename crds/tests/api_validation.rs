@@ -66,6 +66,14 @@ async fn invalid_resources_are_rejected_with_a_precise_message() {
             "apply only to transferType Async",
         ),
         (
+            "flush level on Async",
+            vv(
+                "v4f",
+                "  size: 1Gi\n  dataCenters: [a]\n  transferType: Async\n  syncLevel: Flush\n",
+            ),
+            "spec.syncLevel Flush applies only to transferType Sync",
+        ),
+        (
             "size not a quantity",
             vv("v5", "  size: lots\n  dataCenters: [a]\n"),
             "spec.size must be a positive quantity",
@@ -241,6 +249,18 @@ async fn invalid_resources_are_rejected_with_a_precise_message() {
                 r#"{"spec":{"transferType":"Sync"}}"#,
             ],
             "spec.transferType is immutable",
+        ),
+        (
+            "change sync level",
+            vec![
+                "patch",
+                "vv",
+                "grow",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"syncLevel":"Flush"}}"#,
+            ],
+            "spec.syncLevel is immutable",
         ),
         (
             "epoch backwards",

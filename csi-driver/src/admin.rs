@@ -27,6 +27,12 @@ pub struct AdminArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Level {
+    Write,
+    Flush,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Transfer {
     Sync,
     Async,
@@ -75,6 +81,9 @@ pub enum AdminCommand {
         epoch: u64,
         #[arg(long, value_enum, default_value = "sync")]
         transfer: Transfer,
+        /// Sync only: what a write waits for (flush: only flushes wait).
+        #[arg(long, value_enum, default_value = "write")]
+        sync_level: Level,
         #[arg(long, value_enum, default_value = "block")]
         policy: Policy,
         #[arg(long, default_value_t = 0)]
@@ -257,6 +266,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             primary,
             epoch,
             transfer,
+            sync_level,
             policy,
             max_lag_bytes,
             max_lag_seconds,
@@ -279,6 +289,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 } as i32,
                 max_lag_bytes: *max_lag_bytes,
                 max_lag_seconds: *max_lag_seconds,
+                sync_level: match sync_level {
+                    Level::Write => SyncLevel::Write,
+                    Level::Flush => SyncLevel::Flush,
+                } as i32,
             };
             let st = c
                 .configure_group(ConfigureGroupRequest {

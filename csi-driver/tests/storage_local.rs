@@ -163,6 +163,7 @@ fn group(procs: &[&StorageProcess], primary: &str, epoch: u64) -> GroupSpec {
         failure_policy: FailurePolicy::Block as i32,
         max_lag_bytes: 0,
         max_lag_seconds: 0,
+        sync_level: SyncLevel::Write as i32,
     }
 }
 

@@ -443,6 +443,7 @@ mod tests {
                 desired_primary: "a".into(),
                 epoch: 3,
                 transfer_type: transfer,
+                sync_level: roam_crds::SyncLevel::Write,
                 failure_policy: roam_crds::FailurePolicy::Block,
                 max_lag_bytes: 0,
                 max_lag_seconds: 0,

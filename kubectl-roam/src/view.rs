@@ -329,6 +329,7 @@ mod tests {
                 desired_primary: primary.into(),
                 epoch,
                 transfer_type: roam_crds::TransferType::Async,
+                sync_level: roam_crds::SyncLevel::Write,
                 failure_policy: roam_crds::FailurePolicy::Block,
                 max_lag_bytes: 0,
                 max_lag_seconds: 0,

@@ -6,18 +6,33 @@
 //! the batch must start right after the last applied write (`SeqGap`,
 //! `DuplicateSeq`), be contiguous, pass its checksums and fit the volume. A
 //! rejected message changes nothing. An accepted batch is journaled and
-//! written to the real volume in order; the acknowledgement is sent once the
-//! journal holds it durably, so every write is applied exactly once, in order.
+//! written to the real volume in order, so every write is applied exactly
+//! once, in order.
+//!
+//! The acknowledgement of a batch goes back as soon as the journal file holds
+//! it (where it survives a crash of this process), without waiting for the
+//! disk: DRBD's protocol C. The journal's commit thread syncs in the
+//! background, and each time it raises the durable position, the stream
+//! pushes it to the primary unasked ([`PeerReply::Durable`]). A write on the
+//! primary waits for the acknowledgement, a flush for the pushed durable
+//! position, so a flush costs at most what is still unsynced plus half a
+//! round trip, and no write waits for an fdatasync on the secondary.
 //!
 //! [`Volume::begin_peer`] has two phases so a stream can pipeline: the checks
 //! and the apply happen when it is awaited (in message order); the returned
-//! future waits for durability and yields the reply.
+//! future yields the reply. [`ReplyQueue`] puts the replies of one stream in
+//! order and the durable pushes between them, for every transport.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::watch;
 use tracing::instrument;
+
+use crate::cache::journal::Durable;
 
 use crate::error::{EngineError, Result};
 use crate::transport::{PeerMessage, PeerReply, PeerRequest, Region};
@@ -77,6 +92,88 @@ fn ready(reply: PeerReply) -> ReplyFuture {
     Box::pin(async move { Ok(reply) })
 }
 
+/// The replies of one replication stream on the receiving side: the reply to
+/// each request, in request order, and between them this replica's durable
+/// position each time it rises. A transport feeds it every request of the
+/// stream ([`ReplyQueue::begin`]) and sends whatever [`ReplyQueue::next`]
+/// yields, until an error, which ends the stream.
+#[derive(Default)]
+pub struct ReplyQueue {
+    pending: FuturesOrdered<ReplyFuture>,
+    durable: Option<DurablePush>,
+}
+
+/// The durable position of the stream's replica, as last pushed.
+struct DurablePush {
+    inner: Arc<Inner>,
+    rx: watch::Receiver<Durable>,
+    pushed: u64,
+}
+
+impl DurablePush {
+    /// The next durable position to push: it rises with the journal's
+    /// commits and falls only when a region copy sets the position anew.
+    /// Cancellation safe.
+    async fn next(&mut self) -> Result<PeerReply> {
+        loop {
+            if let Some(e) = self.inner.journal.failure() {
+                return Err(e);
+            }
+            let seq = self.rx.borrow_and_update().seq;
+            if seq != self.pushed {
+                self.pushed = seq;
+                return Ok(PeerReply::Durable { seq });
+            }
+            self.rx.changed().await.map_err(|_| EngineError::Closed {
+                volume: self.inner.id.clone(),
+            })?;
+        }
+    }
+}
+
+impl ReplyQueue {
+    /// Check and apply `req` on `vol` ([`Volume::begin_peer`]); its reply
+    /// comes out of [`ReplyQueue::next`] in request order. A refusal changes
+    /// nothing and is returned here.
+    pub async fn begin(&mut self, vol: &Volume, req: PeerRequest) -> Result<()> {
+        let reply = vol.begin_peer(req).await?;
+        self.pending.push_back(reply);
+        if self.durable.is_none() {
+            let rx = vol.inner.journal.watch_durable();
+            let pushed = rx.borrow().seq;
+            self.durable = Some(DurablePush {
+                inner: vol.inner.clone(),
+                rx,
+                pushed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The next reply to send: the next request's reply once it is ready, or
+    /// a durable position that rose meanwhile. Waits while there is neither.
+    /// Cancellation safe.
+    pub async fn next(&mut self) -> Result<PeerReply> {
+        let Self { pending, durable } = self;
+        let push = async {
+            match durable {
+                Some(d) => d.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(reply) = pending.next(), if !pending.is_empty() => reply,
+            push = push => push,
+        }
+    }
+
+    /// The replies still due to the requests begun so far, in order: what a
+    /// transport sends before the refusal that ends the stream.
+    pub async fn next_due(&mut self) -> Option<Result<PeerReply>> {
+        self.pending.next().await
+    }
+}
+
 impl Volume {
     /// Check and apply one peer message; the returned future yields the reply
     /// once the effect is durable. Call in message order for one stream.
@@ -106,11 +203,8 @@ impl Volume {
             PeerMessage::Append { records } => {
                 let last = apply_append(inner, req.epoch, &records)?;
                 inner.maybe_checkpoint();
-                let inner = inner.clone();
-                Ok(Box::pin(async move {
-                    inner.journal.wait_durable(last).await?;
-                    Ok(PeerReply::Ack { seq: last })
-                }))
+                // In the journal file: acknowledged now, durable once pushed.
+                Ok(ready(PeerReply::Ack { seq: last }))
             }
             PeerMessage::ResyncBegin { full } => {
                 self.resync_begin(req.epoch, full).await?;

@@ -268,7 +268,7 @@ impl Volume {
             let caught_up = tokio::time::timeout_at(
                 deadline,
                 rx.wait_for(|p| {
-                    (p.acked >= last && (p.streaming || !is_target)) || (!is_target && !p.in_sync)
+                    (p.durable >= last && (p.streaming || !is_target)) || (!is_target && !p.in_sync)
                 }),
             )
             .await

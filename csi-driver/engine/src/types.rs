@@ -23,6 +23,21 @@ pub enum TransferType {
     Async,
 }
 
+/// Sync groups: what a write waits for. A flush (or FUA) waits, at either
+/// level, until everything before it is on the disk of every member of the
+/// in-sync set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SyncLevel {
+    /// A write waits until every member of the in-sync set holds it.
+    #[default]
+    Write,
+    /// A write waits only until it is queued, in order, to every member of
+    /// the in-sync set; only flushes wait. For databases, which flush what
+    /// they need durable: a failover lands on a prefix of the write order,
+    /// as a disk does after a power cut.
+    Flush,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum FailurePolicy {
     /// Writes wait, then fail, while a secondary cannot keep up.
@@ -46,6 +61,9 @@ pub struct GroupSpec {
     pub primary: String,
     pub epoch: u64,
     pub transfer_type: TransferType,
+    /// Sync only.
+    #[serde(default)]
+    pub sync_level: SyncLevel,
     pub failure_policy: FailurePolicy,
     /// Async only: largest lag before new writes wait. 0 = no bound.
     pub max_lag_bytes: u64,
@@ -64,6 +82,7 @@ impl GroupSpec {
             primary: data_center.into(),
             epoch: 1,
             transfer_type: TransferType::Sync,
+            sync_level: SyncLevel::Write,
             failure_policy: FailurePolicy::Block,
             max_lag_bytes: 0,
             max_lag_seconds: 0,

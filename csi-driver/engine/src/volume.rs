@@ -37,7 +37,7 @@ use crate::backend::{Backend, MetaStore, VolumeFiles, VolumeMeta};
 use crate::cache::journal::Journal;
 use crate::cache::memory::WriteCache;
 use crate::error::{EngineError, Result};
-use crate::replication::MemberTrack;
+use crate::replication::{Holds, MemberTrack};
 use crate::transport::Transport;
 use crate::types::{Role, Term, VolumeStatus, WriteRecord};
 
@@ -480,7 +480,8 @@ impl Volume {
         if fua {
             inner.journal.wait_durable(seq).await?;
         }
-        crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        let holds = if fua { Holds::Durable } else { Holds::Received };
+        crate::replication::wait_acks(inner, held_epoch, seq, holds, waits).await?;
         crate::fence::lease(&inner.id, &inner.lock())?;
         inner.maybe_checkpoint();
         inner.io.wrote(len, started.elapsed());
@@ -522,8 +523,8 @@ impl Volume {
     }
 
     /// Make every accepted write durable here (in the journal, replayed into
-    /// the real volume after a crash) and — in a Sync group — on every
-    /// streaming secondary. Returns the durable sequence number.
+    /// the real volume after a crash) and — in a Sync group — on the disk of
+    /// every member of the in-sync set. Returns the durable sequence number.
     #[instrument(skip_all, fields(volume = %self.inner.id))]
     pub async fn flush(&self) -> Result<u64> {
         self.flush_at_epoch(None).await
@@ -549,7 +550,7 @@ impl Volume {
         // journal's group commit only, not for an fdatasync of the real
         // volume too (that second sync per flush halved small-write IOPS).
         inner.journal.wait_durable(seq).await?;
-        crate::replication::wait_acks(inner, held_epoch, seq, waits).await?;
+        crate::replication::wait_acks(inner, held_epoch, seq, Holds::Durable, waits).await?;
         crate::fence::lease(&inner.id, &inner.lock())?;
         inner.io.flushed(started.elapsed());
         Ok(seq)

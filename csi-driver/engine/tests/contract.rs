@@ -25,13 +25,7 @@ async fn write(model: &mut [u8], v: &roam_engine::Volume, offset: u64, data: Byt
 /// center only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_primary_does_not_go_on_alone_under_sync_block() {
-    let mut c = Cluster::new_sim(&["a", "b"], SIZE, fast_config()).await;
-    c.configure(&c.group("a", 1, TransferType::Sync, FailurePolicy::Block))
-        .await;
-    c.v("a")
-        .write(0, pattern(1, 4096), false)
-        .await
-        .expect("write");
+    let mut c = Cluster::sim_sync_pair(SIZE, FailurePolicy::Block).await;
     c.v("a").flush().await.expect("flush");
     c.crash("b").await;
     let refused = c.v("a").write(4096, pattern(2, 4096), false).await;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use roam_engine::transport::{PeerMessage, PeerRequest};
-use roam_engine::{EngineError, FailurePolicy, MemberState, Role, TransferType, WriteRecord};
+use roam_engine::{
+    EngineError, FailurePolicy, MemberState, Role, SyncLevel, TransferType, WriteRecord,
+};
 
 const SIZE: u64 = 4 << 20;
 
@@ -110,6 +112,63 @@ async fn block_policy_fails_writes_while_a_sync_secondary_is_unreachable() {
     assert_eq!(c.v("b").status().written_seq, seq);
     // The write that failed reached the primary's journal; both replicas agree on it.
     assert_eq!(c.v("b").read(0, 100).await.unwrap(), pattern(2, 100));
+}
+
+/// DRBD's protocol C: a Sync write waits until the secondary holds it, not
+/// for its disk; a flush waits until it is on the secondary's disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_write_waits_for_the_secondary_to_hold_it_and_a_flush_for_its_disk() {
+    let mut c = Cluster::sim_sync_pair(SIZE, FailurePolicy::Block).await;
+    c.wait_in_sync("a").await;
+    c.sims["b"].stall_syncs("journal", true);
+    c.v("a")
+        .write(8192, pattern(2, 4096), false)
+        .await
+        .expect("a write completes while the secondary's disk is stalled");
+    let err = c.v("a").flush().await.unwrap_err();
+    assert!(matches!(err, EngineError::ReplicateTimeout { .. }), "{err}");
+    c.sims["b"].stall_syncs("journal", false);
+    let seq = c.v("a").flush().await.expect("flush once the disk syncs");
+    // Flushed: on b's disk, so a power cut there keeps it.
+    c.power_cut("b", None).await;
+    c.open("b").await;
+    assert!(c.v("b").status().written_seq >= seq);
+    assert_eq!(c.v("b").read(8192, 4096).await.unwrap(), pattern(2, 4096));
+}
+
+/// The database level: a write waits only until it is queued to the
+/// secondaries; a flush waits for their disks, and fails under Block while
+/// one is away. What was flushed is on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sync_level_flush_only_flushes_wait_for_the_secondary() {
+    let c = Cluster::new(&["a", "b"], SIZE, fast_config()).await;
+    let mut group = c.group("a", 1, TransferType::Sync, FailurePolicy::Block);
+    group.sync_level = SyncLevel::Flush;
+    c.configure(&group).await;
+    c.v("a")
+        .write(0, pattern(1, 4096), false)
+        .await
+        .expect("first write");
+    c.v("a").flush().await.expect("flush while reachable");
+    c.net.set_down("b", true);
+    c.v("a")
+        .write(4096, pattern(2, 4096), false)
+        .await
+        .expect("a write is queued while the secondary is away");
+    let err = c.v("a").flush().await.unwrap_err();
+    assert!(matches!(err, EngineError::ReplicateTimeout { .. }), "{err}");
+    // FUA is a flush of one write: it waits too.
+    let err = c.v("a").write(0, pattern(3, 4096), true).await.unwrap_err();
+    assert!(matches!(err, EngineError::ReplicateTimeout { .. }), "{err}");
+    c.net.set_down("b", false);
+    let seq = c.v("a").flush().await.expect("flush once it is back");
+    c.wait_in_sync("a").await;
+    assert!(c.v("b").status().durable_seq >= seq);
+    assert_eq!(
+        c.v("b").read(0, 8192).await.unwrap(),
+        c.v("a").read(0, 8192).await.unwrap()
+    );
+    assert_eq!(c.v("b").read(4096, 4096).await.unwrap(), pattern(2, 4096));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

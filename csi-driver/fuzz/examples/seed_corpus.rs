@@ -127,6 +127,7 @@ fn peer_message() {
                     failure_policy: 1,
                     max_lag_bytes: 0,
                     max_lag_seconds: 0,
+                    sync_level: 1,
                 }),
                 last_seq: 2,
             }),

@@ -84,6 +84,7 @@ fn group(input: &mut Input) -> Option<GroupSpec> {
         failure_policy: i32::from(input.u8() % 4),
         max_lag_bytes: u64::from(input.u8()),
         max_lag_seconds: u64::from(input.u8()),
+        sync_level: i32::from(input.u8() % 4),
     })
 }
 

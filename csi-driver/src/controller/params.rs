@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use roam_crds::{
     FailoverMode, FailoverPolicy, FailurePolicy, FsType, GRACE_PERIOD_SECONDS_MAX,
-    GRACE_PERIOD_SECONDS_MIN, TransferType, VirtualVolumeSpec,
+    GRACE_PERIOD_SECONDS_MIN, SyncLevel, TransferType, VirtualVolumeSpec,
 };
 use roam_proto::csi::CapacityRange;
 use tonic::Status;
@@ -14,6 +14,7 @@ use tonic::Status;
 pub const P_DATA_CENTERS: &str = "dataCenters";
 pub const P_REPLICAS: &str = "replicas";
 pub const P_TRANSFER_TYPE: &str = "transferType";
+pub const P_SYNC_LEVEL: &str = "syncLevel";
 pub const P_MAX_LAG_BYTES: &str = "maxLagBytes";
 pub const P_MAX_LAG_SECONDS: &str = "maxLagSeconds";
 pub const P_FAILURE_POLICY: &str = "failurePolicy";
@@ -61,6 +62,7 @@ pub fn volume_spec(
         data_centers: None,
         replicas: None,
         transfer_type: TransferType::Sync,
+        sync_level: SyncLevel::Write,
         max_lag_bytes: None,
         max_lag_seconds: None,
         failure_policy: FailurePolicy::Block,
@@ -107,6 +109,17 @@ pub fn volume_spec(
                     other => {
                         return Err(Status::invalid_argument(format!(
                             "parameters.{P_TRANSFER_TYPE} {other:?} is not Sync or Async"
+                        )));
+                    }
+                }
+            }
+            P_SYNC_LEVEL => {
+                spec.sync_level = match value.as_str() {
+                    "Write" => SyncLevel::Write,
+                    "Flush" => SyncLevel::Flush,
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "parameters.{P_SYNC_LEVEL} {other:?} is not Write or Flush"
                         )));
                     }
                 }
@@ -175,7 +188,8 @@ pub fn volume_spec(
             other => {
                 return Err(Status::invalid_argument(format!(
                     "parameters.{other} is not a Roam parameter (known: {P_DATA_CENTERS}, \
-                     {P_REPLICAS}, {P_TRANSFER_TYPE}, {P_MAX_LAG_BYTES}, {P_MAX_LAG_SECONDS}, \
+                     {P_REPLICAS}, {P_TRANSFER_TYPE}, {P_SYNC_LEVEL}, {P_MAX_LAG_BYTES}, \
+                     {P_MAX_LAG_SECONDS}, \
                      {P_FAILURE_POLICY}, {P_FAILOVER_MODE}, {P_FAILOVER_GRACE}, \
                      {P_RELEASE_LOST_NODES}, {P_FS_TYPE})"
                 )));
@@ -192,6 +206,11 @@ pub fn volume_spec(
     {
         return Err(Status::invalid_argument(format!(
             "parameters.{P_MAX_LAG_BYTES} and {P_MAX_LAG_SECONDS} need {P_TRANSFER_TYPE}=Async"
+        )));
+    }
+    if spec.transfer_type == TransferType::Async && spec.sync_level == SyncLevel::Flush {
+        return Err(Status::invalid_argument(format!(
+            "parameters.{P_SYNC_LEVEL}=Flush needs {P_TRANSFER_TYPE}=Sync"
         )));
     }
     if spec.data_centers.is_none() && spec.replicas.is_none() {
@@ -333,6 +352,14 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_level_is_a_parameter() {
+        let spec = volume_spec(&params(&[("syncLevel", "Flush")]), 4096, 1).unwrap();
+        assert_eq!(spec.sync_level, SyncLevel::Flush);
+        let spec = volume_spec(&params(&[]), 4096, 1).unwrap();
+        assert_eq!(spec.sync_level, SyncLevel::Write);
+    }
+
+    #[test]
     fn failover_mode_and_grace_period_are_parameters() {
         let spec = volume_spec(
             &params(&[
@@ -414,6 +441,11 @@ mod tests {
             (vec![("maxLagBytes", "5")], "need transferType=Async"),
             (vec![("colour", "blue")], "parameters.colour"),
             (vec![("fsType", "btrfs")], "parameters.fsType"),
+            (vec![("syncLevel", "flush")], "parameters.syncLevel"),
+            (
+                vec![("syncLevel", "Flush"), ("transferType", "Async")],
+                "syncLevel=Flush needs transferType=Sync",
+            ),
         ] {
             let e = volume_spec(&params(&kv), 4096, 1).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument);

@@ -5,7 +5,7 @@
 use roam_engine::transport::{PeerMessage, PeerReply, PeerRequest, Region};
 use roam_engine::{
     FailurePolicy, GroupSpec, MemberSpec, MemberState, MemberStatus, Position, Role, Run,
-    TransferType, VolumeStatus, WriteRecord,
+    SyncLevel, TransferType, VolumeStatus, WriteRecord,
 };
 use roam_proto::replication as rp;
 use roam_proto::storage as sp;
@@ -58,6 +58,10 @@ pub fn group_to_proto(g: &GroupSpec) -> sp::GroupSpec {
         } as i32,
         max_lag_bytes: g.max_lag_bytes,
         max_lag_seconds: g.max_lag_seconds,
+        sync_level: match g.sync_level {
+            SyncLevel::Write => sp::SyncLevel::Write,
+            SyncLevel::Flush => sp::SyncLevel::Flush,
+        } as i32,
     }
 }
 
@@ -82,6 +86,22 @@ pub fn group_from_proto(g: &sp::GroupSpec) -> Result<GroupSpec> {
             ));
         }
     };
+    let sync_level = match sp::SyncLevel::try_from(g.sync_level) {
+        Ok(sp::SyncLevel::Unspecified | sp::SyncLevel::Write) => SyncLevel::Write,
+        Ok(sp::SyncLevel::Flush) => SyncLevel::Flush,
+        Err(_) => {
+            return Err(invalid(
+                "group.sync_level",
+                format!("must be WRITE or FLUSH, got {}", g.sync_level),
+            ));
+        }
+    };
+    if sync_level == SyncLevel::Flush && transfer_type != TransferType::Sync {
+        return Err(invalid(
+            "group.sync_level",
+            "FLUSH applies only to transfer_type SYNC".to_string(),
+        ));
+    }
     Ok(GroupSpec {
         members: g
             .members
@@ -94,6 +114,7 @@ pub fn group_from_proto(g: &sp::GroupSpec) -> Result<GroupSpec> {
         primary: g.primary.clone(),
         epoch: g.epoch,
         transfer_type,
+        sync_level,
         failure_policy,
         max_lag_bytes: g.max_lag_bytes,
         max_lag_seconds: g.max_lag_seconds,
@@ -270,6 +291,7 @@ pub fn reply_to_proto(r: PeerReply) -> rp::PeerReply {
         }),
         PeerReply::Ack { seq } => Body::Ack(rp::Ack { seq }),
         PeerReply::Done => Body::Done(rp::Done {}),
+        PeerReply::Durable { seq } => Body::Durable(rp::Durable { seq }),
     };
     rp::PeerReply { body: Some(body) }
 }
@@ -288,5 +310,6 @@ pub fn reply_from_proto(r: rp::PeerReply) -> Result<PeerReply> {
         })),
         Some(Body::Ack(a)) => Ok(PeerReply::Ack { seq: a.seq }),
         Some(Body::Done(_)) => Ok(PeerReply::Done),
+        Some(Body::Durable(d)) => Ok(PeerReply::Durable { seq: d.seq }),
     }
 }

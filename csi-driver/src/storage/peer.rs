@@ -1,15 +1,17 @@
 //! The replication service (replication.proto): the receiving side of every
 //! link. Requests of one stream are checked and applied in order by the engine
-//! ([`roam_engine::Volume::begin_peer`]); their durability waits run
-//! concurrently, and replies go back in order. The first refusal ends the
-//! stream with its status.
+//! ([`roam_engine::Volume::begin_peer`]); replies go back in order, with the
+//! replica's durable position pushed between them
+//! ([`roam_engine::receive::ReplyQueue`]). The first refusal ends the stream
+//! with its status.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::stream::FuturesOrdered;
-use futures::{Stream, StreamExt};
-use roam_engine::receive::ReplyFuture;
+use futures::Stream;
+use roam_engine::Volume;
+use roam_engine::receive::ReplyQueue;
+use roam_engine::transport::{PeerReply, PeerRequest};
 use roam_proto::replication::replication_server::Replication;
 use roam_proto::replication::{PeerReply as ProtoReply, PeerRequest as ProtoRequest};
 use tokio::sync::mpsc;
@@ -25,12 +27,27 @@ pub struct PeerService {
     pub registry: Arc<Registry>,
 }
 
-async fn begin(registry: &Registry, req: ProtoRequest) -> Result<ReplyFuture, Status> {
+fn status(e: roam_engine::error::EngineError) -> Status {
+    Status::from(StorageError::from(e))
+}
+
+/// The request, decoded, and the replica it is for.
+async fn addressed(
+    registry: &Registry,
+    req: ProtoRequest,
+) -> Result<(Volume, PeerRequest), Status> {
     let req = request_from_proto(req)?;
     let vol = registry.get(&req.volume_id).await?;
-    vol.begin_peer(req)
-        .await
-        .map_err(|e| Status::from(StorageError::from(e)))
+    Ok((vol, req))
+}
+
+async fn begin(
+    registry: &Registry,
+    replies: &mut ReplyQueue,
+    req: ProtoRequest,
+) -> Result<(), Status> {
+    let (vol, req) = addressed(registry, req).await?;
+    replies.begin(&vol, req).await.map_err(status)
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<ProtoReply, Status>> + Send>>;
@@ -48,24 +65,24 @@ impl Replication for PeerService {
         let (tx, rx) = mpsc::channel::<Result<ProtoReply, Status>>(64);
         let registry = self.registry.clone();
         tokio::spawn(async move {
-            let mut pending = FuturesOrdered::new();
+            let mut replies = ReplyQueue::default();
             let mut open = true;
+            let to_proto =
+                |r: roam_engine::error::Result<PeerReply>| r.map(reply_to_proto).map_err(status);
             loop {
                 tokio::select! {
                     msg = inbound.message(), if open => match msg {
-                        Ok(Some(req)) => match begin(&registry, req).await {
-                            Ok(fut) => pending.push_back(fut),
-                            Err(status) => {
+                        Ok(Some(req)) => {
+                            if let Err(status) = begin(&registry, &mut replies, req).await {
                                 // Replies already due go first, then the refusal.
-                                while let Some(r) = pending.next().await {
-                                    let r = r.map(reply_to_proto).map_err(|e| Status::from(StorageError::from(e)));
-                                    if tx.send(r).await.is_err() { return; }
+                                while let Some(r) = replies.next_due().await {
+                                    if tx.send(to_proto(r)).await.is_err() { return; }
                                 }
                                 tracing::warn!(code = ?status.code(), message = status.message(), "peer message refused");
                                 let _ = tx.send(Err(status)).await;
                                 return;
                             }
-                        },
+                        }
                         Ok(None) => open = false,
                         Err(status) => {
                             tracing::warn!(message = status.message(), "peer stream failed");
@@ -73,12 +90,10 @@ impl Replication for PeerService {
                             return;
                         }
                     },
-                    Some(r) = pending.next(), if !pending.is_empty() => {
+                    r = replies.next() => {
                         let failed = r.is_err();
-                        let r = r.map(reply_to_proto).map_err(|e| Status::from(StorageError::from(e)));
-                        if tx.send(r).await.is_err() || failed { return; }
+                        if tx.send(to_proto(r)).await.is_err() || failed { return; }
                     }
-                    else => return,
                 }
             }
         });
@@ -87,8 +102,9 @@ impl Replication for PeerService {
 
     #[instrument(skip_all)]
     async fn call(&self, request: Request<ProtoRequest>) -> Result<Response<ProtoReply>, Status> {
-        let fut = begin(&self.registry, request.into_inner()).await?;
-        let reply = fut.await.map_err(|e| Status::from(StorageError::from(e)))?;
+        let (vol, req) = addressed(&self.registry, request.into_inner()).await?;
+        let reply = vol.begin_peer(req).await.map_err(status)?;
+        let reply = reply.await.map_err(status)?;
         Ok(Response::new(reply_to_proto(reply)))
     }
 }

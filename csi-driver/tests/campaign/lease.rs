@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use roam_proto::storage::{FailurePolicy, TransferType, WriteRequest};
+use roam_proto::storage::{FailurePolicy, SyncLevel, TransferType, WriteRequest};
 
 use super::VOLUME;
 use super::operator::{ChangeKind, Operator};
@@ -24,7 +24,12 @@ async fn group(
     policy: FailurePolicy,
 ) -> (World, Operator, DirectoryRecord, Instant) {
     let base = Instant::now();
-    let (world, op, _target, record) = super::start_group(transfer, policy, base)
+    let replication = super::Replication {
+        transfer,
+        level: SyncLevel::Write,
+        policy,
+    };
+    let (world, op, _target, record) = super::start_group(replication, base)
         .await
         .expect("the group");
     (world, op, record, base)

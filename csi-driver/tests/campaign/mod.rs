@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use roam_proto::storage::{FailurePolicy, MemberState, TransferType};
+use roam_proto::storage::{FailurePolicy, MemberState, SyncLevel, TransferType};
 use tokio::sync::{Mutex, watch};
 
 use crate::support::directory::DirectoryRecord;
 use faults::FaultKind;
-use operator::Operator;
+use operator::{Operator, Replication};
 use rng::Rng;
 use workload::{Reign, Workload};
 use world::World;
@@ -57,6 +57,8 @@ const VOLUME_BYTES: u64 = 8 << 20;
 /// checkpoint, and room to spare.
 const DISK_BYTES: u64 = 96 << 20;
 const NODES: u8 = 3;
+/// Salt of the random stream that picks a Sync trial's level.
+const LEVEL_STREAM: u64 = 0x5359_4e43_4c56_4c00;
 
 struct Outcome {
     seed: u64,
@@ -152,7 +154,7 @@ pub async fn run(seeds: Vec<u64>, kinds: Vec<FaultKind>) {
             },
         };
         eprintln!(
-            "seed {:>5} {:<14} {:<60} {}",
+            "seed {:>5} {:<18} {:<60} {}",
             outcome.seed,
             outcome.label,
             outcome
@@ -225,12 +227,20 @@ async fn trial(seed: u64, kinds: Vec<FaultKind>) -> Outcome {
     let mut rng = Rng::new(seed);
     let transfer = *rng.pick(&[TransferType::Sync, TransferType::Async]);
     let policy = *rng.pick(&[FailurePolicy::Block, FailurePolicy::Degrade]);
+    // From a stream of its own, so that a seed picks the same faults and
+    // workload whatever the level: seeds recorded before the level existed
+    // replay as they did.
+    let level = if transfer == TransferType::Sync && Rng::new(seed ^ LEVEL_STREAM).chance(50) {
+        SyncLevel::Flush
+    } else {
+        SyncLevel::Write
+    };
     let label = format!(
         "{}/{}",
-        if transfer == TransferType::Sync {
-            "sync"
-        } else {
-            "async"
+        match (transfer, level) {
+            (TransferType::Async, _) => "async",
+            (_, SyncLevel::Flush) => "sync-flush",
+            _ => "sync",
         },
         if policy == FailurePolicy::Block {
             "block"
@@ -249,7 +259,12 @@ async fn trial(seed: u64, kinds: Vec<FaultKind>) -> Outcome {
         violations: Vec::new(),
         error: None,
     };
-    match run_trial(seed, &mut rng, transfer, policy, &chosen).await {
+    let replication = Replication {
+        transfer,
+        level,
+        policy,
+    };
+    match run_trial(seed, &mut rng, replication, &chosen).await {
         Ok(v) => outcome.violations = v,
         Err(e) => outcome.error = Some(e),
     }
@@ -260,8 +275,7 @@ async fn trial(seed: u64, kinds: Vec<FaultKind>) -> Outcome {
 /// group starts with dc-0 primary at epoch 1 (as [`Operator::new`] has it),
 /// and so does the directory's record.
 pub(crate) async fn start_group(
-    transfer: TransferType,
-    policy: FailurePolicy,
+    replication: Replication,
     base: Instant,
 ) -> Result<(World, Operator, watch::Receiver<Reign>, DirectoryRecord), String> {
     let record = DirectoryRecord::new(1, "dc-0");
@@ -270,8 +284,7 @@ pub(crate) async fn start_group(
         &world.topology,
         VOLUME,
         VOLUME_BYTES,
-        transfer,
-        policy,
+        replication,
         base,
         record.clone(),
     );
@@ -285,12 +298,11 @@ pub(crate) async fn start_group(
 async fn run_trial(
     seed: u64,
     rng: &mut Rng,
-    transfer: TransferType,
-    policy: FailurePolicy,
+    replication: Replication,
     chosen: &[FaultKind],
 ) -> Result<Vec<String>, String> {
     let base = Instant::now();
-    let (mut world, op, target, _record) = start_group(transfer, policy, base).await?;
+    let (mut world, op, target, _record) = start_group(replication, base).await?;
     let setup = base.elapsed();
     let op = Arc::new(Mutex::new(op));
     let stop = Arc::new(AtomicBool::new(false));
@@ -381,7 +393,7 @@ async fn run_trial(
     let judge = checker::Judge {
         history: &history,
         changes: &op.changes,
-        async_group: transfer == TransferType::Async,
+        async_group: replication.transfer == TransferType::Async,
         data_centers: &world.topology.data_centers,
         finals,
     };

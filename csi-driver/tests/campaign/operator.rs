@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use roam_proto::storage::storage_client::StorageClient;
 use roam_proto::storage::{
     ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetReplicaRequest, GroupSpec,
-    Member, PromoteRequest, ReplicaStatus, Role, TransferPrimaryRequest, TransferType,
+    Member, PromoteRequest, ReplicaStatus, Role, SyncLevel, TransferPrimaryRequest, TransferType,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -67,12 +67,20 @@ pub struct Change {
     pub snapshot: Option<Snapshot>,
 }
 
+/// How a trial's group replicates.
+#[derive(Clone, Copy, Debug)]
+pub struct Replication {
+    pub transfer: TransferType,
+    /// Sync only.
+    pub level: SyncLevel,
+    pub policy: FailurePolicy,
+}
+
 pub struct Operator {
     topology: Topology,
     volume: String,
     size: u64,
-    transfer_type: TransferType,
-    policy: FailurePolicy,
+    replication: Replication,
     calls: Vec<StorageClient<Channel>>,
     changes_client: Vec<StorageClient<Channel>>,
     host: Vec<StorageClient<Channel>>,
@@ -94,8 +102,7 @@ impl Operator {
         topology: &Topology,
         volume: &str,
         size: u64,
-        transfer_type: TransferType,
-        policy: FailurePolicy,
+        replication: Replication,
         base: Instant,
         directory: DirectoryRecord,
     ) -> (Operator, watch::Receiver<Reign>) {
@@ -104,8 +111,7 @@ impl Operator {
             topology: topology.clone(),
             volume: volume.to_owned(),
             size,
-            transfer_type,
-            policy,
+            replication,
             calls: topology.operator.iter().map(|e| channel(e, CALL)).collect(),
             changes_client: topology
                 .operator
@@ -145,10 +151,11 @@ impl Operator {
                 .collect(),
             primary: self.topology.data_centers[self.primary].clone(),
             epoch: self.epoch,
-            transfer_type: self.transfer_type as i32,
-            failure_policy: self.policy as i32,
+            transfer_type: self.replication.transfer as i32,
+            failure_policy: self.replication.policy as i32,
             max_lag_bytes: 0,
             max_lag_seconds: 0,
+            sync_level: self.replication.level as i32,
         }
     }
 

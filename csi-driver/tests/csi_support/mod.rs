@@ -13,7 +13,7 @@ use roam_proto::csi::node_client::NodeClient;
 use roam_proto::storage::storage_client::StorageClient;
 use roam_proto::storage::{
     ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetInfoRequest, GroupSpec, Member,
-    TransferType,
+    SyncLevel, TransferType,
 };
 use tonic::transport::Channel;
 
@@ -278,6 +278,7 @@ pub async fn sole_member_volume(endpoint: &str, dc: &str, volume: &str, size: u6
                 failure_policy: FailurePolicy::Block as i32,
                 max_lag_bytes: 0,
                 max_lag_seconds: 0,
+                sync_level: SyncLevel::Write as i32,
             }),
         })
         .await
@@ -308,6 +309,7 @@ pub async fn two_member_volume(
         failure_policy: policy as i32,
         max_lag_bytes: 0,
         max_lag_seconds: 0,
+        sync_level: SyncLevel::Write as i32,
     };
     for ep in [ep_b, ep_a] {
         let mut c = storage_client(ep).await;

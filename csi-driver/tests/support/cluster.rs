@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use roam_proto::storage::storage_client::StorageClient;
 use roam_proto::storage::{
     ConfigureGroupRequest, CreateReplicaRequest, FailurePolicy, GetInfoRequest, GetReplicaRequest,
-    GroupSpec, Member, ReplicaStatus, TransferType,
+    GroupSpec, Member, ReplicaStatus, SyncLevel, TransferType,
 };
 use tonic::transport::Channel;
 
@@ -273,6 +273,7 @@ impl Cluster {
             failure_policy: policy as i32,
             max_lag_bytes: 0,
             max_lag_seconds: 0,
+            sync_level: SyncLevel::Write as i32,
         }
     }
 

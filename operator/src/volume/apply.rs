@@ -13,8 +13,8 @@ use kube::{
     runtime::events::{Event, EventType},
 };
 use roam_crds::{
-    CopyVolumeGroup, CopyVolumeGroupStatus, FailurePolicy, OPERATOR_MANAGER, TransferType,
-    VOLUME_LABEL, VirtualVolume, VirtualVolumeStatus, directory,
+    CopyVolumeGroup, CopyVolumeGroupStatus, FailurePolicy, OPERATOR_MANAGER, SyncLevel,
+    TransferType, VOLUME_LABEL, VirtualVolume, VirtualVolumeStatus, directory,
 };
 use roam_proto::storage::{self as pb, GroupSpec};
 use serde_json::json;
@@ -48,6 +48,10 @@ fn group_spec(g: &CopyVolumeGroup, primary: &str, epoch: u64) -> GroupSpec {
         },
         max_lag_bytes: g.spec.max_lag_bytes,
         max_lag_seconds: g.spec.max_lag_seconds,
+        sync_level: match g.spec.sync_level {
+            SyncLevel::Write => pb::SyncLevel::Write as i32,
+            SyncLevel::Flush => pb::SyncLevel::Flush as i32,
+        },
     }
 }
 

@@ -263,6 +263,7 @@ fn plan_placement(i: &Input) -> Plan {
                 desired_primary: primary.clone(),
                 epoch: 1,
                 transfer_type: i.spec.transfer_type,
+                sync_level: i.spec.sync_level,
                 failure_policy: i.spec.failure_policy,
                 max_lag_bytes: if async_ {
                     i.spec.max_lag_bytes.unwrap_or(0)

@@ -11,7 +11,8 @@ use proptest::prelude::*;
 use roam_crds::{
     CopyVolumeGroup, CopyVolumeGroupSpec, CopyVolumeGroupStatus, DataCenter, DataCenterSpec,
     DataCenterStatus, FailoverMode, FailoverPolicy, FailurePolicy, GroupMember, MemberRole,
-    MemberState, MemberStatus, StorageSystemStatus, TransferType, VirtualVolumeSpec, VolumePhase,
+    MemberState, MemberStatus, StorageSystemStatus, SyncLevel, TransferType, VirtualVolumeSpec,
+    VolumePhase,
 };
 
 use super::plan::{Action, Input, IntentReason, Plan, Replica, ReplicaObs, SecondaryReport, plan};
@@ -62,6 +63,7 @@ fn vspec(dcs: &[&str], t: TransferType) -> VirtualVolumeSpec {
         data_centers: Some(dcs.iter().map(|s| s.to_string()).collect()),
         replicas: None,
         transfer_type: t,
+        sync_level: SyncLevel::Write,
         max_lag_bytes: None,
         max_lag_seconds: None,
         failure_policy: FailurePolicy::Block,
@@ -91,6 +93,7 @@ fn group(
             desired_primary: desired.into(),
             epoch,
             transfer_type: TransferType::Sync,
+            sync_level: SyncLevel::Write,
             failure_policy: FailurePolicy::Block,
             max_lag_bytes: 0,
             max_lag_seconds: 0,

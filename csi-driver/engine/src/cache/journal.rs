@@ -228,7 +228,12 @@ impl Journal {
     }
 
     /// The error that stopped the journal, if one did.
-    fn failure(&self) -> Option<EngineError> {
+    /// The durable position as the commit thread publishes it.
+    pub fn watch_durable(&self) -> watch::Receiver<Durable> {
+        self.durable.clone()
+    }
+
+    pub(crate) fn failure(&self) -> Option<EngineError> {
         let d = self.durable.borrow();
         let (errno, reason) = d.failed.as_ref()?;
         let source = match errno {

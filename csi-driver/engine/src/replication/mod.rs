@@ -2,13 +2,19 @@
 //! waits for.
 //!
 //! Each secondary is a [`MemberTrack`]: either `Streaming` (it gets every
-//! write in order from the in-memory cache through its [`sender`] task and
-//! acknowledges up to a sequence number) or `Tracking` (unreachable, refused,
-//! new, or resyncing: writes mark its dirty-region map instead, see
+//! write in order from the in-memory cache through its [`sender`] task,
+//! acknowledges each batch once its journal file holds it, and pushes its
+//! durable position as its disk catches up) or `Tracking` (unreachable,
+//! refused, new, or resyncing: writes mark its dirty-region map instead, see
 //! [`crate::resync`]).
 //!
-//! A write in a Sync group (or with FUA) waits until every member that was
-//! streaming when it was accepted (the in-sync members) acknowledges it. When
+//! A write in a Sync group waits until every member of the in-sync set holds
+//! it ([`Holds::Received`]); a flush, and a write with FUA, until it is on
+//! every such member's disk ([`Holds::Durable`]). So no write waits for a
+//! secondary's fdatasync, and a flush waits at most for what is still
+//! unsynced there: DRBD's protocol C. The cache keeps a write until every
+//! streaming member has it on its disk, so a member that comes back from a
+//! power cut with less than it acknowledged gets the rest from the cache. When
 //! one does not in time, or refuses it (no space), the group's failure policy
 //! decides: `Block` fails the write, `Degrade` turns the member to `Tracking`
 //! and lets the write complete. Under `Block` a member that stops streaming
@@ -36,21 +42,37 @@ use crate::directory::DirectoryError;
 use crate::error::{EngineError, RefusalCode, Result};
 use crate::resync::DirtyMap;
 use crate::types::{
-    FailurePolicy, MemberSpec, MemberState, MemberStatus, REGION_SIZE, Role, TransferType,
-    WriteRecord,
+    FailurePolicy, MemberSpec, MemberState, MemberStatus, REGION_SIZE, Role, SyncLevel,
+    TransferType, WriteRecord,
 };
 use crate::volume::{Inner, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    Streaming { acked: u64 },
+    /// The member holds every write up to `acked` (in its journal file) and
+    /// has every write up to `durable` on its disk.
+    Streaming {
+        acked: u64,
+        durable: u64,
+    },
     Tracking,
+}
+
+/// How far a member must hold a write before the writer goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holds {
+    /// In the member's replica: it survives a crash of the member's process.
+    Received,
+    /// On the member's disk: it survives the member's power loss too.
+    Durable,
 }
 
 /// What writers watch about one member.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Progress {
     pub acked: u64,
+    /// Every write up to here is on the member's disk.
+    pub durable: u64,
     pub streaming: bool,
     /// False once the member is durably recorded out of sync: writes stop
     /// waiting for it from then on.
@@ -115,15 +137,20 @@ impl MemberTrack {
         }
     }
 
-    /// The member holds every write up to `acked` and streams from there:
-    /// it is (again) in the in-sync set, and what it lacks from now on is
+    /// The member holds every write up to `acked` on its disk (its reported
+    /// position, or a region copy it confirmed) and streams from there: it
+    /// is (again) in the in-sync set, and what it lacks from now on is
     /// counted from `acked`.
     pub fn set_streaming(&mut self, acked: u64) {
-        self.mode = Mode::Streaming { acked };
+        self.mode = Mode::Streaming {
+            acked,
+            durable: acked,
+        };
         self.dirty = DirtyMap::new(acked);
         self.in_sync = true;
         self.progress.send_modify(|p| {
             p.acked = p.acked.max(acked);
+            p.durable = p.durable.max(acked);
             p.streaming = true;
             p.in_sync = true;
         });
@@ -138,15 +165,27 @@ pub(crate) fn policy(st: &State) -> (TransferType, FailurePolicy) {
         .unwrap_or_default()
 }
 
+/// Whether a write (not FUA) waits for the in-sync set: in a Sync group at
+/// [`SyncLevel::Write`]. At [`SyncLevel::Flush`] it is queued to every
+/// member (the cache, or a dirty map) and only a flush waits.
+fn writes_wait(st: &State) -> bool {
+    st.meta
+        .group
+        .as_ref()
+        .is_some_and(|g| g.transfer_type == TransferType::Sync && g.sync_level == SyncLevel::Write)
+}
+
 /// Under the state lock, after a write is accepted: cache it for streaming
 /// members, mark it for the others, and return what the writer must wait
-/// for: every member of the in-sync set (Sync, or FUA), streaming or not.
+/// for: every member of the in-sync set, streaming or not, when writes wait
+/// ([`writes_wait`]) or the write is FUA. A FUA write waits for
+/// [`Holds::Durable`], any other for [`Holds::Received`].
 pub(crate) fn enqueue(
     st: &mut State,
     rec: WriteRecord,
     fua: bool,
 ) -> Vec<(String, watch::Receiver<Progress>)> {
-    let (transfer, _) = policy(st);
+    let wait = fua || writes_wait(st);
     let mut any_streaming = false;
     let mut waits = Vec::new();
     for (dc, m) in st.members.iter_mut() {
@@ -154,7 +193,7 @@ pub(crate) fn enqueue(
             Mode::Streaming { .. } => any_streaming = true,
             Mode::Tracking => m.dirty.mark(rec.offset, rec.data.len() as u64),
         }
-        if m.in_sync && (transfer == TransferType::Sync || fua) {
+        if m.in_sync && wait {
             waits.push((dc.clone(), m.progress.subscribe()));
         }
     }
@@ -176,27 +215,37 @@ pub(crate) fn flush_waits(st: &State) -> Vec<(String, watch::Receiver<Progress>)
         .collect()
 }
 
-/// Wait until every member in `waits` holds `seq` (accepted at `epoch`),
-/// applying the failure policy: `Block` fails the write when a member does
-/// not hold it in time; `Degrade` records the member out of sync (durably,
-/// before going on) and completes. Cancellation safe.
+impl Progress {
+    pub fn holds(&self, seq: u64, holds: Holds) -> bool {
+        match holds {
+            Holds::Received => self.acked >= seq,
+            Holds::Durable => self.durable >= seq,
+        }
+    }
+}
+
+/// Wait until every member in `waits` holds `seq` (accepted at `epoch`) as
+/// far as `holds` asks, applying the failure policy: `Block` fails the write
+/// when a member does not hold it in time; `Degrade` records the member out
+/// of sync (durably, before going on) and completes. Cancellation safe.
 pub(crate) async fn wait_acks(
     inner: &Arc<Inner>,
     epoch: u64,
     seq: u64,
+    holds: Holds,
     waits: Vec<(String, watch::Receiver<Progress>)>,
 ) -> Result<()> {
     for (dc, mut rx) in waits {
         let outcome = tokio::time::timeout(
             inner.config.ack_timeout,
             rx.wait_for(|p| {
-                p.acked >= seq || p.refused.as_ref().is_some_and(ends_wait) || !p.in_sync
+                p.holds(seq, holds) || p.refused.as_ref().is_some_and(ends_wait) || !p.in_sync
             }),
         )
         .await
         .map(|r| r.map(|p| p.clone()));
         let failure = match outcome {
-            Ok(Ok(p)) if p.acked >= seq => continue,
+            Ok(Ok(p)) if p.holds(seq, holds) => continue,
             Ok(Ok(Progress {
                 refused: Some(r), ..
             })) if r.code == RefusalCode::StaleEpoch => {
@@ -339,11 +388,12 @@ fn check_current_locked(inner: &Inner, st: &State, epoch: u64) -> Result<()> {
 pub(crate) fn to_tracking(st: &mut State, dc: &str, reason: &str) {
     let State { members, cache, .. } = st;
     let Some(m) = members.get_mut(dc) else { return };
-    if let Mode::Streaming { acked } = m.mode {
-        // It holds every write up to `acked` and lacks what the cache holds
-        // past it (its dirty map is empty while it streams).
-        let mut map = DirtyMap::new(acked);
-        for r in cache.after(acked) {
+    if let Mode::Streaming { durable, .. } = m.mode {
+        // It has every write up to `durable` on its disk and may lack what
+        // the cache holds past it (its dirty map is empty while it streams):
+        // what it acknowledged beyond is lost if it loses power meanwhile.
+        let mut map = DirtyMap::new(durable);
+        for r in cache.after(durable) {
             map.mark(r.offset, r.data.len() as u64);
         }
         if m.dirty.is_empty() {
@@ -360,18 +410,18 @@ pub(crate) fn to_tracking(st: &mut State, dc: &str, reason: &str) {
     trim_cache(st);
 }
 
-/// Drop cached writes every streaming member holds.
+/// Drop cached writes every streaming member has on its disk.
 pub(crate) fn trim_cache(st: &mut State) {
     let min = st
         .members
         .values()
         .filter_map(|m| match m.mode {
-            Mode::Streaming { acked } => Some(acked),
+            Mode::Streaming { durable, .. } => Some(durable),
             Mode::Tracking => None,
         })
         .min();
     match min {
-        Some(acked) => st.cache.pop_through(acked),
+        Some(durable) => st.cache.pop_through(durable),
         None => st.cache.clear(),
     }
 }
@@ -414,14 +464,15 @@ fn over_bound(inner: &Inner, st: &State) -> Option<(String, watch::Receiver<Prog
     let cache_full = st.cache.bytes() > inner.config.cache_limit_bytes;
     let bounded = group.transfer_type == TransferType::Async && group.max_lag_bytes > 0;
     for (dc, m) in &st.members {
-        let Mode::Streaming { acked } = m.mode else {
+        let Mode::Streaming { durable, .. } = m.mode else {
             let lacks = (m.dirty.regions() + m.inflight.regions()) * REGION_SIZE;
             if m.in_sync && bounded && lacks > group.max_lag_bytes {
                 return Some((dc.clone(), m.progress.subscribe()));
             }
             continue;
         };
-        let (bytes, secs) = st.cache.lag_after(acked);
+        // Lag counts to the member's disk: what a power cut there could take.
+        let (bytes, secs) = st.cache.lag_after(durable);
         let over_bytes = group.transfer_type == TransferType::Async
             && group.max_lag_bytes > 0
             && bytes > group.max_lag_bytes;
@@ -440,8 +491,9 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
         .iter()
         .map(|(dc, m)| {
             let (state, lag_bytes, lag_seconds, applied) = match m.mode {
-                Mode::Streaming { acked } => {
-                    let (b, s) = st.cache.lag_after(acked);
+                // Counted to its disk: what it holds for sure.
+                Mode::Streaming { durable, .. } => {
+                    let (b, s) = st.cache.lag_after(durable);
                     let state = if !m.in_sync || !m.inflight.is_empty() {
                         // Streaming, but its copy is not confirmed yet.
                         MemberState::Resyncing
@@ -452,7 +504,7 @@ pub(crate) fn member_statuses(st: &State) -> Vec<MemberStatus> {
                     } else {
                         MemberState::Lagging
                     };
-                    (state, b, s, acked)
+                    (state, b, s, durable)
                 }
                 Mode::Tracking => {
                     let regions = m.dirty.regions() + m.inflight.regions();
@@ -488,9 +540,9 @@ pub(crate) fn persisted_maps(st: &State) -> Vec<(String, PersistedDirtyMap)> {
         .map(|(dc, m)| {
             let mut map = m.dirty.clone();
             map.merge(&m.inflight);
-            if let Mode::Streaming { acked } = m.mode {
-                map = DirtyMap::new(acked);
-                for r in st.cache.after(acked) {
+            if let Mode::Streaming { durable, .. } = m.mode {
+                map = DirtyMap::new(durable);
+                for r in st.cache.after(durable) {
                     map.mark(r.offset, r.data.len() as u64);
                 }
             }

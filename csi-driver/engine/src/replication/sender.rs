@@ -106,6 +106,22 @@ fn reply_timeout(inner: &Inner) -> Duration {
     (inner.config.ack_timeout * 3).max(Duration::from_secs(5))
 }
 
+/// The next reply to a request on the link, passing over the durable
+/// positions pushed meanwhile: outside [`stream`], a member's position is
+/// what its replies (Hello, ResyncDone) confirm.
+async fn next_answer(
+    inner: &Inner,
+    endpoint: &str,
+    link: &mut PeerLink,
+) -> Option<Result<PeerReply, TransportError>> {
+    loop {
+        match next_reply(inner, endpoint, link).await {
+            Some(Ok(PeerReply::Durable { .. })) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// The next reply on the link; a peer that stays silent too long counts as gone.
 async fn next_reply(
     inner: &Inner,
@@ -143,7 +159,7 @@ async fn request(
         )
     };
     link.tx.send(req).await.map_err(|_| closed())?;
-    match next_reply(inner, endpoint, link).await {
+    match next_answer(inner, endpoint, link).await {
         None => Err(closed()),
         Some(r) => r.map_err(|e| transport_err(inner, endpoint, e)),
     }
@@ -232,8 +248,10 @@ fn decide(st: &mut crate::volume::State, dc: &str, pos: &Position) -> Option<Pla
     m.message.clear();
     m.reported_seq = pos.applied_seq;
     m.progress.send_modify(|p| p.refused = None);
-    if let Mode::Streaming { acked } = m.mode {
-        if consistent && covered && pos.applied_seq >= acked {
+    if let Mode::Streaming { durable, .. } = m.mode {
+        // Back with at least what it had on its disk (after a crash of its
+        // process, with all it acknowledged): stream on from there.
+        if consistent && covered && pos.applied_seq >= durable {
             m.set_streaming(pos.applied_seq);
             return Some(Plan::Stream(pos.applied_seq));
         }
@@ -308,7 +326,10 @@ async fn resync_copy(
                 // New writes stream to it from here on; it counts as
                 // holding `last` (writes waiting on it complete, it rejoins
                 // the in-sync set) only once it confirms the copy durable.
-                m.mode = Mode::Streaming { acked: last };
+                m.mode = Mode::Streaming {
+                    acked: last,
+                    durable: last,
+                };
                 m.dirty = DirtyMap::new(last);
                 (DirtyMap::default(), size, Some((last, last_epoch, history)))
             } else {
@@ -427,7 +448,7 @@ async fn send_regions(
 }
 
 async fn recv_done(inner: &Inner, endpoint: &str, link: &mut PeerLink) -> Result<()> {
-    match next_reply(inner, endpoint, link).await {
+    match next_answer(inner, endpoint, link).await {
         None => Err(transport_err(
             inner,
             endpoint,
@@ -506,26 +527,26 @@ async fn stream(
             in_flight.push_back(last);
             next = last + 1;
         }
+        let idle = in_flight.is_empty();
         tokio::select! {
-            reply = next_reply(inner, endpoint, &mut link), if !in_flight.is_empty() => {
-                let seq = match reply {
+            // Pushed durable positions come whether or not a batch is in
+            // flight (a flush waits for the one after the last batch); only
+            // a batch in flight bounds how long the link may stay silent.
+            reply = async {
+                if idle { link.rx.recv().await } else { next_reply(inner, endpoint, &mut link).await }
+            } => {
+                let reply = match reply {
                     None => return Err(closed()),
                     Some(Err(e)) => return Err(transport_err(inner, endpoint, e)),
-                    Some(Ok(PeerReply::Ack { seq })) => seq,
+                    Some(Ok(r @ (PeerReply::Ack { .. } | PeerReply::Durable { .. }))) => r,
                     Some(Ok(other)) => return Err(unexpected(inner, "Append", &other)),
                 };
-                in_flight.pop_front();
+                if matches!(reply, PeerReply::Ack { .. }) {
+                    in_flight.pop_front();
+                }
                 let mut st = inner.lock();
-                if let Some(m) = st.members.get_mut(dc)
-                    && let Mode::Streaming { acked } = m.mode
-                    && seq > acked
-                {
-                    m.mode = Mode::Streaming { acked: seq };
-                    m.reported_seq = seq;
-                    m.progress.send_modify(|p| {
-                        p.acked = seq;
-                        p.refused = None;
-                    });
+                if let Some(m) = st.members.get_mut(dc) {
+                    note_reply(m, &reply);
                 }
                 trim_cache(&mut st);
             }
@@ -536,4 +557,25 @@ async fn stream(
             }
         }
     }
+}
+
+/// What a streaming member's reply says it holds: an Ack, every write up to
+/// its sequence number in the member's replica; a pushed Durable, every
+/// write up to it on the member's disk.
+fn note_reply(m: &mut super::MemberTrack, reply: &PeerReply) {
+    let Mode::Streaming { acked, durable } = m.mode else {
+        return;
+    };
+    let (acked, durable) = match *reply {
+        PeerReply::Ack { seq } => (acked.max(seq), durable),
+        PeerReply::Durable { seq } => (acked, durable.max(seq)),
+        _ => return,
+    };
+    m.mode = Mode::Streaming { acked, durable };
+    m.reported_seq = durable;
+    m.progress.send_modify(|p| {
+        p.acked = p.acked.max(acked);
+        p.durable = p.durable.max(durable);
+        p.refused = None;
+    });
 }

@@ -4,11 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
-
 use super::{PeerLink, PeerReply, PeerRequest, Transport};
 use crate::error::TransportError;
+use crate::receive::ReplyQueue;
 use crate::volume::Volume;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -92,7 +90,7 @@ impl Transport for LocalTransport {
         let this = self.clone();
         let endpoint = endpoint.to_string();
         tokio::spawn(async move {
-            let mut pending = FuturesOrdered::new();
+            let mut replies = ReplyQueue::default();
             loop {
                 tokio::select! {
                     req = req_rx.recv() => {
@@ -101,12 +99,12 @@ impl Transport for LocalTransport {
                             Ok(v) => v,
                             Err(e) => { let _ = reply_tx.send(Err(e)).await; break; }
                         };
-                        match vol.begin_peer(req).await {
-                            Ok(fut) => pending.push_back(fut),
-                            Err(e) => { let _ = reply_tx.send(Err(refused(&endpoint, e))).await; break; }
+                        if let Err(e) = replies.begin(&vol, req).await {
+                            let _ = reply_tx.send(Err(refused(&endpoint, e))).await;
+                            break;
                         }
                     }
-                    Some(reply) = pending.next(), if !pending.is_empty() => {
+                    reply = replies.next() => {
                         if this.is_down(&endpoint) {
                             break;
                         }

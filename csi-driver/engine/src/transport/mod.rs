@@ -76,11 +76,19 @@ pub struct PeerRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerReply {
     Position(Position),
-    /// Everything up to `seq` is durable on the peer.
+    /// The reply to an Append: everything up to `seq` is in the peer's
+    /// replica (its journal file: it survives a crash of the peer's
+    /// process), not necessarily on its disk yet.
     Ack {
         seq: u64,
     },
     Done,
+    /// Pushed unasked, between replies, each time the peer's journal commit
+    /// raises its durable position: everything up to `seq` is on its disk.
+    /// What a flush on the primary waits for.
+    Durable {
+        seq: u64,
+    },
 }
 
 /// An ordered request/reply stream to one peer. Dropping `tx` closes it.

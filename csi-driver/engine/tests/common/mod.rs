@@ -13,7 +13,8 @@ use roam_engine::backend::ReplicaDir;
 use roam_engine::backend::sim::{CutReport, SimMachine};
 use roam_engine::transport::local::LocalTransport;
 use roam_engine::{
-    EngineConfig, FailurePolicy, GroupSpec, MemberSpec, MemberState, Role, TransferType, Volume,
+    EngineConfig, FailurePolicy, GroupSpec, MemberSpec, MemberState, Role, SyncLevel, TransferType,
+    Volume,
 };
 
 pub const VOL: &str = "pvc-test";
@@ -65,6 +66,19 @@ impl Cluster {
         for dc in dcs {
             c.add_sim(dc, size).await;
         }
+        c
+    }
+
+    /// A Sync group of `a` (primary) and `b` on simulated machines, under
+    /// `policy`, whose primary took one write (block 0, `pattern(1, 4096)`).
+    pub async fn sim_sync_pair(size: u64, policy: FailurePolicy) -> Self {
+        let c = Self::new_sim(&["a", "b"], size, fast_config()).await;
+        c.configure(&c.group("a", 1, TransferType::Sync, policy))
+            .await;
+        c.v("a")
+            .write(0, pattern(1, 4096), false)
+            .await
+            .expect("first write");
         c
     }
 
@@ -145,6 +159,7 @@ impl Cluster {
             primary: primary.to_string(),
             epoch,
             transfer_type: transfer,
+            sync_level: SyncLevel::Write,
             failure_policy: policy,
             max_lag_bytes: 0,
             max_lag_seconds: 0,
