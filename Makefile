@@ -8,6 +8,7 @@
 #   make bench    benchmarks -> bench/results/ and docs/benchmarks.md
 #   make faults   seeded fault campaign (FAULT_TRIALS=N, FAULT_SEED=S replays one)
 #   make fuzz     fuzz targets from their corpus (FUZZ_SECONDS per target)
+#   make repeat-teardown  every teardown test 50 times in a row under load (REPEAT=N)
 #   make install-plugin  `kubectl roam` into ~/.local/bin (or PLUGIN_DIR=...)
 #   make kind-up  a kind cluster through podman, node image built here, Roam installed
 #   make kind-down  delete it and leave nothing behind
@@ -26,7 +27,7 @@ export PATH := $(ROAM_TOOLS)/bin:$(PATH)
 # Two cores: keep cargo and go from oversubscribing them.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help tools build images up down kind-up kind-down test-kind test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds faults fuzz test-fuzz install-plugin
+.PHONY: help tools build images up down kind-up kind-down test-kind test test-unit test-dataplane test-control-plane test-cluster e2e sanity bench fmt lint crds faults repeat-teardown fuzz test-fuzz install-plugin
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -118,6 +119,13 @@ sanity: build
 bench:
 	bash e2e/tools/install.sh apt bench-apt
 	bash bench/run.sh
+
+# Every frontend and data-plane teardown test REPEAT times (default 50) in a
+# row while busy loops load every core (LOAD, default one per core); stops at
+# the first failure. Finds flaky teardowns before CI does.
+repeat-teardown:
+	bash e2e/tools/repeat-tests.sh roam-engine:frontend_teardown roam-engine:frontend_resize \
+		roam-csi:dataplane_frontend roam-csi:csi_node_unstage_retry
 
 # The seeded fault campaign, every fault kind (docs/faults.md).
 # FAULT_TRIALS=N (default 50) from FAULT_FIRST_SEED (default 1);

@@ -91,9 +91,13 @@ async fn the_pod_of_a_lost_data_center_runs_again_elsewhere_with_every_byte() ->
         .await?;
     // Writes its data once (the first pod), then idles; every later pod
     // finds it and checks it against the checksum written beside it.
+    // `/tmp/synced` (in the container, not the volume) appears once the
+    // sync returned: only then is the data durable, and only then does the
+    // test take the data center away. A later pod that finds no checksum
+    // writes a new blob, and the comparison below tells.
     let script = "set -e; if [ ! -f /data/sum ]; then \
                   head -c 8388608 /dev/urandom > /data/blob; md5sum /data/blob > /data/sum; sync; fi; \
-                  while true; do sleep 1; done";
+                  touch /tmp/synced; while true; do sleep 1; done";
     let stateful_set = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": { "name": "db" },
@@ -140,7 +144,13 @@ async fn the_pod_of_a_lost_data_center_runs_again_elsewhere_with_every_byte() ->
     })
     .await?;
     let written = wait_until("db-0 to write its data", BACK_TIMEOUT, || async {
-        exec(&cluster, ns.name(), "db-0", "cat /data/sum").await
+        exec(
+            &cluster,
+            ns.name(),
+            "db-0",
+            "test -f /tmp/synced && cat /data/sum",
+        )
+        .await
     })
     .await?;
 

@@ -110,7 +110,11 @@ pub fn build(vv: &VirtualVolume, group: Option<&CopyVolumeGroup>) -> VolumeView 
         namespace: vv.namespace().unwrap_or_default(),
         name: vv.name_any(),
         phase: vs.phase.as_str().to_string(),
-        transfer_type: format!("{:?}", vv.spec.transfer_type),
+        // The sync level only when it is not the default.
+        transfer_type: match (vv.spec.transfer_type, vv.spec.sync_level) {
+            (roam_crds::TransferType::Sync, roam_crds::SyncLevel::Flush) => "Sync/Flush".into(),
+            (t, _) => format!("{t:?}"),
+        },
         size_bytes: vs.size_bytes,
         primary: if group.is_some() {
             gs.primary.clone()

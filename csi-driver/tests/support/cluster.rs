@@ -182,7 +182,17 @@ impl Cluster {
         data_dirs: &[(u8, &Path)],
         extra_args: impl Fn(&Network) -> Vec<String>,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        // ROAM_KEEP_LOGS=1 keeps the storage systems' logs and data for a
+        // post-mortem; the path is printed.
+        let keep = std::env::var_os("ROAM_KEEP_LOGS").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("roam-storage.")
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("tempdir");
+        if keep {
+            eprintln!("storage logs kept in {}", dir.path().display());
+        }
         let mut net = Network::new();
         let mut nodes = Vec::new();
         for index in 0..count {
