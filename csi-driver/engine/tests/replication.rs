@@ -37,6 +37,8 @@ async fn sync_group_of_three_holds_every_acknowledged_write() {
     }
     // Sync: acknowledged means held by every in-sync secondary, without waiting.
     c.assert_all_hold(&model).await;
+    // Flushed: on every member's disk, which is the position status reports.
+    c.v("a").flush().await.expect("flush");
     let st = c.v("a").status();
     assert_eq!(st.written_seq, 50);
     assert!(
@@ -645,4 +647,51 @@ async fn a_write_refused_at_a_newer_epoch_fences_the_old_primary() {
             );
         }
     }
+}
+
+/// A region copy interrupted after its regions went out, then the member
+/// re-created empty: it gets a full copy. The interrupted copy's regions
+/// alone once passed for everything it lacked, and the member claimed
+/// InSync without the data written before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_recreated_after_an_interrupted_copy_gets_a_full_copy() {
+    let mut c = Cluster::new_sim(&["a", "b"], SIZE, fast_config()).await;
+    c.configure(&c.group("a", 1, TransferType::Sync, FailurePolicy::Degrade))
+        .await;
+    for mib in 0..SIZE >> 20 {
+        c.v("a")
+            .write(mib << 20, pattern(mib + 1, 1 << 20), false)
+            .await
+            .expect("write while in sync");
+    }
+    c.wait_in_sync("a").await;
+    c.net.set_down("b", true);
+    c.v("a")
+        .write(0, pattern(9, 4096), false)
+        .await
+        .expect("Degrade goes on without b");
+    // b takes the copy's first message and then fails on its data file.
+    c.sims["b"].fail_writes("data", Some(5));
+    c.net.set_down("b", false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = c.v("a").status();
+        let b = st.members.iter().find(|m| m.data_center == "b").unwrap();
+        if b.message.contains("Input/output error") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy to b never failed: {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.crash("b").await;
+    c.add_sim("b", SIZE).await;
+    c.wait_in_sync("a").await;
+    let want = c.v("a").read(0, SIZE).await.unwrap();
+    assert!(
+        c.v("b").read(0, SIZE).await.unwrap() == want,
+        "the re-created member claims InSync without the data written before it"
+    );
 }

@@ -100,6 +100,33 @@ fn transport_err(inner: &Inner, endpoint: &str, source: TransportError) -> Engin
     }
 }
 
+/// The link closed under us.
+fn stream_closed(inner: &Inner, endpoint: &str) -> EngineError {
+    transport_err(
+        inner,
+        endpoint,
+        TransportError::StreamClosed {
+            endpoint: endpoint.into(),
+        },
+    )
+}
+
+/// Send a request on the link. When the peer has ended the stream, the
+/// error is the one its last reply gave (a refusal, a failed disk), not a
+/// bare "closed": durable positions are pushed between replies, so a peer
+/// can end the stream while requests are still on their way.
+async fn send(inner: &Inner, endpoint: &str, link: &mut PeerLink, req: PeerRequest) -> Result<()> {
+    if link.tx.send(req).await.is_ok() {
+        return Ok(());
+    }
+    while let Ok(reply) = link.rx.try_recv() {
+        if let Err(e) = reply {
+            return Err(transport_err(inner, endpoint, e));
+        }
+    }
+    Err(stream_closed(inner, endpoint))
+}
+
 /// One request and its reply on the link (nothing else in flight).
 /// How long a sent request may wait for its reply before the link counts as dead.
 fn reply_timeout(inner: &Inner) -> Duration {
@@ -149,18 +176,9 @@ async fn request(
         epoch,
         msg,
     };
-    let closed = || {
-        transport_err(
-            inner,
-            endpoint,
-            TransportError::StreamClosed {
-                endpoint: endpoint.into(),
-            },
-        )
-    };
-    link.tx.send(req).await.map_err(|_| closed())?;
+    send(inner, endpoint, link, req).await?;
     match next_answer(inner, endpoint, link).await {
-        None => Err(closed()),
+        None => Err(stream_closed(inner, endpoint)),
         Some(r) => r.map_err(|e| transport_err(inner, endpoint, e)),
     }
 }
@@ -321,7 +339,15 @@ async fn resync_copy(
                 return Ok(None);
             }
             let taken = m.dirty.take();
-            m.inflight.merge(&taken);
+            // Nothing in flight claims nothing: the copy's map brings its
+            // own `since`. Merged into the empty default instead, it took
+            // since 0, and a member re-created after an interrupted copy
+            // then passed for one that needs only these regions.
+            if m.inflight.is_empty() {
+                m.inflight = taken.clone();
+            } else {
+                m.inflight.merge(&taken);
+            }
             if taken.is_empty() {
                 // New writes stream to it from here on; it counts as
                 // holding `last` (writes waiting on it complete, it rejoins
@@ -395,15 +421,6 @@ async fn send_regions(
     let per_batch = (inner.config.batch_bytes / REGION_SIZE).max(1) as usize;
     let regions: Vec<u64> = map.iter().collect();
     let mut in_flight = 0usize;
-    let closed = || {
-        transport_err(
-            inner,
-            endpoint,
-            TransportError::StreamClosed {
-                endpoint: endpoint.into(),
-            },
-        )
-    };
     for chunk in regions.chunks(per_batch) {
         let mut batch = Vec::with_capacity(chunk.len());
         for &r in chunk {
@@ -433,7 +450,7 @@ async fn send_regions(
             epoch,
             msg: PeerMessage::Regions { regions: batch },
         };
-        link.tx.send(req).await.map_err(|_| closed())?;
+        send(inner, endpoint, link, req).await?;
         in_flight += 1;
         while in_flight >= inner.config.window {
             recv_done(inner, endpoint, link).await?;
@@ -482,15 +499,6 @@ async fn stream(
     let mut next = acked + 1;
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     let mut last_rx = inner.last_seq_tx.subscribe();
-    let closed = || {
-        transport_err(
-            inner,
-            endpoint,
-            TransportError::StreamClosed {
-                endpoint: endpoint.into(),
-            },
-        )
-    };
     loop {
         while in_flight.len() < inner.config.window {
             let batch = {
@@ -523,7 +531,7 @@ async fn stream(
                 epoch,
                 msg: PeerMessage::Append { records: batch },
             };
-            link.tx.send(req).await.map_err(|_| closed())?;
+            send(inner, endpoint, &mut link, req).await?;
             in_flight.push_back(last);
             next = last + 1;
         }
@@ -536,7 +544,7 @@ async fn stream(
                 if idle { link.rx.recv().await } else { next_reply(inner, endpoint, &mut link).await }
             } => {
                 let reply = match reply {
-                    None => return Err(closed()),
+                    None => return Err(stream_closed(inner, endpoint)),
                     Some(Err(e)) => return Err(transport_err(inner, endpoint, e)),
                     Some(Ok(r @ (PeerReply::Ack { .. } | PeerReply::Durable { .. }))) => r,
                     Some(Ok(other)) => return Err(unexpected(inner, "Append", &other)),
