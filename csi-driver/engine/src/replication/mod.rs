@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::backend::{PersistedDirtyMap, VolumeMeta};
+use crate::cache::memory::WriteCache;
 use crate::directory::DirectoryError;
 use crate::error::{EngineError, RefusalCode, Result};
 use crate::resync::DirtyMap;
@@ -392,10 +393,7 @@ pub(crate) fn to_tracking(st: &mut State, dc: &str, reason: &str) {
         // It has every write up to `durable` on its disk and may lack what
         // the cache holds past it (its dirty map is empty while it streams):
         // what it acknowledged beyond is lost if it loses power meanwhile.
-        let mut map = DirtyMap::new(durable);
-        for r in cache.after(durable) {
-            map.mark(r.offset, r.data.len() as u64);
-        }
+        let map = streaming_lacks(cache, durable);
         if m.dirty.is_empty() {
             // `since` rises to what it holds: a member that comes back with
             // less (emptied, re-created) is then told apart and copied in full.
@@ -408,6 +406,16 @@ pub(crate) fn to_tracking(st: &mut State, dc: &str, reason: &str) {
         m.progress.send_modify(|p| p.streaming = false);
     }
     trim_cache(st);
+}
+
+/// What a streaming member with every write up to `durable` on its disk
+/// may lack: the regions of the cached writes past it.
+fn streaming_lacks(cache: &WriteCache, durable: u64) -> DirtyMap {
+    let mut map = DirtyMap::new(durable);
+    for r in cache.after(durable) {
+        map.mark(r.offset, r.data.len() as u64);
+    }
+    map
 }
 
 /// Drop cached writes every streaming member has on its disk.
@@ -541,10 +549,7 @@ pub(crate) fn persisted_maps(st: &State) -> Vec<(String, PersistedDirtyMap)> {
             let mut map = m.dirty.clone();
             map.merge(&m.inflight);
             if let Mode::Streaming { durable, .. } = m.mode {
-                map = DirtyMap::new(durable);
-                for r in st.cache.after(durable) {
-                    map.mark(r.offset, r.data.len() as u64);
-                }
+                map = streaming_lacks(&st.cache, durable);
             }
             let mut p = map.to_persisted();
             p.out_of_sync = !m.in_sync;

@@ -127,7 +127,6 @@ async fn send(inner: &Inner, endpoint: &str, link: &mut PeerLink, req: PeerReque
     Err(stream_closed(inner, endpoint))
 }
 
-/// One request and its reply on the link (nothing else in flight).
 /// How long a sent request may wait for its reply before the link counts as dead.
 fn reply_timeout(inner: &Inner) -> Duration {
     (inner.config.ack_timeout * 3).max(Duration::from_secs(5))
@@ -164,6 +163,7 @@ async fn next_reply(
     }
 }
 
+/// One request and its reply on the link (nothing else in flight).
 async fn request(
     inner: &Inner,
     endpoint: &str,
