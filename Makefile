@@ -65,27 +65,37 @@ test-dataplane:
 
 # Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
 # scheduler), the operator and storage systems as processes.
+# A failed cluster tier stops what it started (the nodes' logs are kept in
+# $(ROAM_CLUSTER_DIR)/logs/), so that the next run starts clean;
+# ROAM_KEEP_CLUSTER=1 leaves it up to look at.
+ROAM_KEEP_CLUSTER ?=
+on_failure_stop = rc=$$?; if [ $$rc -ne 0 ]; then \
+		if [ -n "$(ROAM_KEEP_CLUSTER)" ]; then echo "left the cluster up (ROAM_KEEP_CLUSTER); make down stops it"; \
+		else ROAM_DOWN_KEEP_LOGS=1 bash e2e/cluster/down.sh; fi; fi; exit $$rc
+
 test-control-plane:
-	bash e2e/cluster/control-plane.sh start
-	cargo test -p roam-e2e --lib --test control_plane
-	cargo test -p roam-crds --test api_validation
-	cargo test -p roam-operator --tests -- --test-threads=2
-	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs --test storage_directory -- --test-threads=1
-	cargo build -p roam-operator -p roam-csi --bins
-	cargo test -p kubectl-roam --test control_plane -- --test-threads=2
-	bash charts/roam/ci/test-chart.sh
+	bash e2e/cluster/control-plane.sh start && \
+	cargo test -p roam-e2e --lib --test control_plane && \
+	cargo test -p roam-crds --test api_validation && \
+	cargo test -p roam-operator --tests -- --test-threads=2 && \
+	cargo test -p roam-csi --test csi_node_validation --test csi_login --test csi_stage_across_dcs --test storage_directory -- --test-threads=1 && \
+	cargo build -p roam-operator -p roam-csi --bins && \
+	cargo test -p kubectl-roam --test control_plane -- --test-threads=2 && \
+	bash charts/roam/ci/test-chart.sh; \
+	$(on_failure_stop)
 
 # Tier 5: real kubelets and containerd; Roam installed with its chart as
 # pods, the examples applied until Ready, then the end-to-end suite: pods
 # mounting Roam PVCs, moved between data centers.
+# datacenter_loss runs last: it stops a data center's node (and starts it again).
 test-cluster: build
-	bash e2e/cluster/up.sh
-	cargo test -p roam-e2e --test nodes
-	bash e2e/cluster/install-roam.sh
-	bash charts/roam/ci/test-monitoring.sh
-	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig $(MAKE) e2e
-	# Last: it stops a data center's node (and starts it again).
-	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig cargo test -p roam-e2e --test datacenter_loss -- --nocapture
+	bash e2e/cluster/up.sh && \
+	cargo test -p roam-e2e --test nodes && \
+	bash e2e/cluster/install-roam.sh && \
+	bash charts/roam/ci/test-monitoring.sh && \
+	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig $(MAKE) e2e && \
+	KUBECONFIG=$(ROAM_CLUSTER_DIR)/kubeconfig cargo test -p roam-e2e --test datacenter_loss -- --nocapture; \
+	$(on_failure_stop)
 	bash e2e/cluster/down.sh
 
 test: tools test-unit test-fuzz test-dataplane test-control-plane sanity test-cluster

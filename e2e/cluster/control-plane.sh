@@ -243,6 +243,21 @@ start_scheduler() {
 		--v=1
 }
 
+# need_free_ports: dies, naming the holder, when a port of ours is taken by a
+# process this state directory did not start: most often the control plane of
+# another clone's cluster, left up by a run that failed or was interrupted.
+# Starting beside it would fail later and less clearly, or talk to its etcd.
+need_free_ports() {
+	local port line pid cmd
+	for port in "$etcd_port" "$etcd_peer_port" "$apiserver_port" "$controller_manager_port" "$scheduler_port"; do
+		line=$(ss -ltnpH "sport = :$port" 2>/dev/null | head -n 1)
+		[[ -n $line ]] || continue
+		pid=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$line")
+		cmd=$(tr '\0\n' '  ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)
+		die "port $port is held by pid $pid ($cmd). Another local cluster is probably up: stop it with 'make down' in its clone (or that clone's e2e/cluster/down.sh with its ROAM_CLUSTER_DIR) and start again"
+	done
+}
+
 cmd_start() {
 	need_tools
 	local settings="bind=$bind advertise=$advertise sans=${ROAM_APISERVER_SANS:-}"
@@ -255,6 +270,7 @@ cmd_start() {
 	# Something is missing, unhealthy or set up differently: restart all of
 	# it, keeping etcd's data.
 	stop_all
+	need_free_ports
 	echo "$settings" >"$run/settings"
 	ensure_pki
 	mkdir -p "$cluster_dir/kubeconfigs"

@@ -9,6 +9,11 @@
 # Safe to run when nothing is up.
 #
 #   e2e/cluster/down.sh          (make down)
+#
+# ROAM_DOWN_KEEP_LOGS=1 first copies every node's logs (containerd, kubelet,
+# every pod's containers) to $ROAM_CLUSTER_DIR/logs/<time>/: a failed
+# `make test` tears its cluster down, so that the next run starts clean, and
+# keeps what is needed to see why.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,8 +41,25 @@ detach_leftover_loops() {
     done < <(loop_devices)
 }
 
+# Copies the nodes' logs out of the directories about to be removed.
+keep_logs() {
+    local dest node
+    [[ -d "$ROAM_CLUSTER_DIR/nodes" ]] || return 0
+    dest="$ROAM_CLUSTER_DIR/logs/$(date -u +%Y%m%dT%H%M%SZ)"
+    for node in "${ROAM_NODES[@]}"; do
+        local dir="$ROAM_CLUSTER_DIR/nodes/$node"
+        mkdir -p "$dest/$node"
+        cp -r "$dir/logs/." "$dest/$node/" 2>/dev/null || true
+        # Pod logs are symlinks into the container runtime's files: copy
+        # what they point at.
+        cp -rL "$dir/mnt/var/log/pods" "$dest/$node/pods" 2>/dev/null || true
+    done
+    log "kept the nodes' logs in $dest"
+}
+
 main() {
     local begin=$SECONDS node pids=() pid
+    [[ "${ROAM_DOWN_KEEP_LOGS:-0}" == 1 ]] && keep_logs
     "$here/faults.sh" stop-proxies >/dev/null 2>&1 || true
     for node in "${ROAM_NODES[@]}"; do
         "$here/node.sh" stop "$node" &
