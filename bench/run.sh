@@ -3,8 +3,20 @@
 # in one run, then bench/results/latest.json and the table in
 # docs/benchmarks.md (bench/summarize.py).
 #
-# Cases (each: 4K write+O_DSYNC at depth 1, 4K random read at depth 16,
-# 1 MiB sequential write at depth 4; BENCH_RUNTIME seconds per job):
+# Jobs, in every case (BENCH_RUNTIME seconds each where timed):
+#   wf  4K random write+O_DSYNC (O_DIRECT) at depth 1
+#   rr  4K random read at depth 16
+#   sw  1 MiB sequential write at depth 4, then fsync
+#   ow  4K random overwrite of a fully written file, fdatasync after each
+#       (what a database does to its preallocated WAL and data files)
+#   wa  write amplification: FILE_MB of 1 MiB sequential writes and an fsync;
+#       the bytes the disk under $WORK took meanwhile (its sectors-written
+#       counter, after a sync) per byte written, divided by the replicas the
+#       case keeps on this disk
+#   pg  pgbench: PostgreSQL from Debian initialized on the mounted volume,
+#       TPC-B-like, BENCH_PG_TRANSACTIONS per client (TPS, mean latency)
+#
+# Cases:
 #   local-limit       ext4 on a loop device (direct I/O) over a plain file
 #   roam-frontend     ext4 on Roam's FUSE -> loop stack over a plain file
 #                     (the frontend's own ceiling, no journal, no replication)
@@ -21,19 +33,21 @@
 #                     client (FUSE mount) in its own network namespace
 #                     reaches brick 2 through a delay proxy (brick 1 plays
 #                     the local disk)
+#   roam-sync-flush-2dc
+#                     roam-sync-2dc at syncLevel Flush (only flushes wait)
 # Replicated cases run at 0 ms and again at BENCH_DELAY_RTT_MS added RTT.
 # Then: relocation of a Sync volume under write load, and a resync after a
 # partition (throughput, bytes moved against bytes written meanwhile).
 #
 # Selection (for profiling): BENCH_ONLY="step ..." runs only those steps;
-# BENCH_JOBS (default "wf rr sw") picks fio jobs; BENCH_PROFILE=1 samples the
+# BENCH_JOBS (default "wf rr sw ow wa pg") picks jobs; BENCH_PROFILE=1 samples the
 # CPU during each job into $RAW/<case>@<rtt>.<job>.profile.txt; BENCH_REPLICATED (default
-# "roam-sync-2dc roam-async-2dc roam-sync-3dc") and BENCH_RTTS (default
+# "roam-sync-2dc roam-sync-flush-2dc roam-async-2dc roam-sync-3dc") and BENCH_RTTS (default
 # "0 BENCH_DELAY_RTT_MS") pick the replicated cases.
 #
-# Needs root, fio, losetup, mkfs.ext4, ip netns; glusterfs-server and nft
-# for the Gluster case (`make bench` installs them; nft only inside its
-# client's namespace). A run without its peer is no comparison: when the
+# Needs root, fio, losetup, mkfs.ext4, ip netns; PostgreSQL for the pg job,
+# glusterfs-server and nft for the Gluster case (`make bench` installs them;
+# nft only inside its client's namespace). A run without its peer is no comparison: when the
 # Gluster case cannot run, the run still writes its results and then fails,
 # saying why.
 # BENCH_SKIP_BUILD=1 uses the release binaries already in target/release.
@@ -44,11 +58,16 @@ RUNTIME=${BENCH_RUNTIME:-15}
 FILE_MB=${BENCH_FILE_MB:-256}
 VOLUME_BYTES=${BENCH_VOLUME_BYTES:-$((512 << 20))}
 DELAY_RTT_MS=${BENCH_DELAY_RTT_MS:-2}
-JOBS=${BENCH_JOBS:-wf rr sw}
-REPLICATED=${BENCH_REPLICATED:-roam-sync-2dc roam-async-2dc roam-sync-3dc}
+JOBS=${BENCH_JOBS:-wf rr sw ow wa pg}
+REPLICATED=${BENCH_REPLICATED:-roam-sync-2dc roam-sync-flush-2dc roam-async-2dc roam-sync-3dc}
+PG_SCALE=${BENCH_PG_SCALE:-4}
+PG_CLIENTS=${BENCH_PG_CLIENTS:-4}
+PG_TRANSACTIONS=${BENCH_PG_TRANSACTIONS:-250}
 RTTS=${BENCH_RTTS:-0 $DELAY_RTT_MS}
 RAW=bench/results/raw
 WORK=$(mktemp -d /tmp/rbench.XXXXXX)
+# PostgreSQL runs as its own user and must reach its data directory below.
+chmod 0755 "$WORK"
 BIN=target/release
 mkdir -p "$RAW"
 # BENCH_ONLY="case_x case_y" runs only those steps and keeps earlier results.
@@ -62,6 +81,7 @@ RB_METRICS=
 RB_METRICS_PORT=${BENCH_METRICS_PORT:-9481}
 cleanup() {
   set +e
+  pg_stop
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   grep -o "${WORK}[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
@@ -126,9 +146,11 @@ PY
   rm -f "$data"
 }
 
-# fio_case CASE RTT_MS MOUNT: three jobs, JSON into $RAW/CASE@RTT.{wf,rr,sw}.json
+# fio_case CASE RTT_MS MOUNT REPLICAS: the jobs, results into
+# $RAW/CASE@RTT.<job>.{json,txt}. REPLICAS: copies the case keeps on this
+# host's disk (for the write amplification).
 fio_case() {
-  local case=$1 rtt=$2 mnt=$3 base="$RAW/$1@$2"
+  local case=$1 rtt=$2 mnt=$3 replicas=$4 base="$RAW/$1@$2"
   local common=(--directory="$mnt" --size="${FILE_MB}M" --runtime="$RUNTIME" --time_based
                 --ramp_time=2 --output-format=json --group_reporting)
   if [[ " $JOBS " == *" wf "* ]]; then
@@ -147,8 +169,93 @@ fio_case() {
     log "$case @ ${rtt} ms: 1M sequential write"
     run_fio "$base.sw.json" --name=sw --rw=write --bs=1m --ioengine=libaio --direct=1 \
         --iodepth=4 --end_fsync=1 "${common[@]}"
+    rm -f "$mnt"/sw.*
   fi
-  rm -f "$mnt"/wf.* "$mnt"/rr.* "$mnt"/sw.*
+  if [[ " $JOBS " == *" ow "* ]]; then
+    log "$case @ ${rtt} ms: 4k overwrite+fdatasync"
+    # overwrite=1: fio writes the whole file before the timed phase.
+    run_fio "$base.ow.json" --name=ow --rw=randwrite --bs=4k --ioengine=psync --overwrite=1 \
+        --fdatasync=1 --iodepth=1 "${common[@]}"
+    rm -f "$mnt"/ow.*
+  fi
+  if [[ " $JOBS " == *" wa "* ]]; then
+    log "$case @ ${rtt} ms: write amplification"
+    write_amplification "$base" "$mnt" "$replicas"
+  fi
+  if [[ " $JOBS " == *" pg "* ]]; then
+    log "$case @ ${rtt} ms: pgbench"
+    pgbench_job "$base" "$mnt"
+  fi
+  rm -f "$mnt"/wf.* "$mnt"/rr.* "$mnt"/sw.* "$mnt"/ow.* "$mnt"/wa.*
+}
+
+# The sectors-written counter of the disk that holds $WORK (every replica,
+# brick and journal of every case lives there).
+DISK_STAT=/sys/class/block/$(basename "$(findmnt -no SOURCE --target "$WORK" | sed 's/\[.*//')")/stat
+disk_written_bytes() { awk '{ printf "%.0f\n", $7 * 512 }' "$DISK_STAT"; }
+
+# Hook: waits until what the case wrote has reached every replica's process
+# (roam_case sets it to wait for an Async secondary to catch up).
+WAIT_REPLICATED=true
+
+# write_amplification BASE MOUNT REPLICAS: BASE.wa.json (fio) and BASE.wa.txt
+# (disk_bytes, user_bytes, replicas). A sync after the job puts what the
+# replicas' processes left in the page cache on the disk, so it is counted.
+write_amplification() {
+  local base=$1 mnt=$2 replicas=$3 before after
+  if [ ! -r "$DISK_STAT" ]; then
+    echo "error=no block device statistics at $DISK_STAT" >"$base.wa.txt"; return
+  fi
+  sync
+  before=$(disk_written_bytes)
+  fio --name=wa --directory="$mnt" --size="${FILE_MB}M" --rw=write --bs=1m --ioengine=libaio \
+      --direct=1 --iodepth=4 --end_fsync=1 --output-format=json >"$base.wa.json"
+  "$WAIT_REPLICATED"
+  sync
+  after=$(disk_written_bytes)
+  {
+    echo "disk_bytes=$((after - before))"
+    python3 -c 'import json, sys; print("user_bytes=%d" % json.load(open(sys.argv[1]))["jobs"][0]["write"]["io_bytes"])' "$base.wa.json"
+    echo "replicas=$replicas"
+  } >"$base.wa.txt"
+  rm -f "$mnt"/wa.*
+}
+
+# PostgreSQL (Debian's newest installed major version), run as postgres.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+PG_DATA=
+as_postgres() { local prog=$1; shift; (cd / && runuser -u postgres -- "$PG_BIN/$prog" "$@"); }
+pg_stop() {
+  [ -n "$PG_DATA" ] || return 0
+  as_postgres pg_ctl -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+    as_postgres pg_ctl -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  PG_DATA=
+}
+
+# pgbench_job BASE MOUNT: a cluster initialized in MOUNT/pg, pgbench's
+# TPC-B-like script, PG_TRANSACTIONS per client; its output in BASE.pg.txt,
+# or the step that failed (error=...).
+pgbench_job() {
+  local base=$1 mnt=$2 sock="$WORK/pg-socket"
+  if [ -z "$PG_BIN" ] || ! id postgres >/dev/null 2>&1; then
+    echo "error=PostgreSQL is not installed (make bench installs it)" >"$base.pg.txt"; return
+  fi
+  PG_DATA="$mnt/pg"
+  mkdir -p "$PG_DATA" "$sock" && chown postgres: "$PG_DATA" "$sock"
+  if ! as_postgres initdb -D "$PG_DATA" -A trust --no-instructions >"$WORK/pg-init.log" 2>&1; then
+    echo "error=initdb failed: $(tail -n 1 "$WORK/pg-init.log")" >"$base.pg.txt"; pg_stop; return
+  fi
+  if ! as_postgres pg_ctl -D "$PG_DATA" -l "$sock/server.log" -w -t 120 \
+      -o "-k $sock -c listen_addresses='' -c shared_buffers=128MB" start >/dev/null; then
+    echo "error=the server did not start: $(tail -n 1 "$sock/server.log")" >"$base.pg.txt"; pg_stop; return
+  fi
+  if ! as_postgres pgbench -h "$sock" -i -s "$PG_SCALE" -q postgres >"$WORK/pg-bench-init.log" 2>&1; then
+    echo "error=pgbench -i failed: $(tail -n 1 "$WORK/pg-bench-init.log")" >"$base.pg.txt"; pg_stop; return
+  fi
+  as_postgres pgbench -h "$sock" -c "$PG_CLIENTS" -j 2 -t "$PG_TRANSACTIONS" postgres >"$base.pg.txt" 2>&1 ||
+    echo "error=pgbench failed" >>"$base.pg.txt"
+  pg_stop
+  rm -rf "${mnt:?}/pg"
 }
 
 skip() { echo "$3" >"$RAW/$1@$2.skip"; log "skip $1 @ $2 ms: $3"; }
@@ -159,7 +266,7 @@ case_local_limit() {
   dev=$(losetup --find --show --direct-io=on "$img")
   mkfs.ext4 -q -E nodiscard "$dev"
   mkdir -p "$mnt" && mount -o noatime "$dev" "$mnt"
-  fio_case local-limit 0 "$mnt"
+  fio_case local-limit 0 "$mnt" 1
   umount "$mnt"; losetup -d "$dev"
 }
 
@@ -191,14 +298,14 @@ unstage_roam() {
 case_roam_frontend() {
   local mnt="$WORK/frontend-mnt" pid
   stage_roam "$mnt" --file "$WORK/frontend.img" --size "$VOLUME_BYTES"
-  fio_case roam-frontend 0 "$mnt"
+  fio_case roam-frontend 0 "$mnt" 1
   unstage_roam
 }
 
 case_roam_local() {
   local mnt="$WORK/roam-local-mnt" pid
   stage_roam "$mnt" --local-dir "$WORK/roam-local" --size "$VOLUME_BYTES"
-  fio_case roam-local 0 "$mnt"
+  fio_case roam-local 0 "$mnt" 1
   unstage_roam
 }
 
@@ -335,17 +442,32 @@ s = json.load(sys.stdin)
 sys.exit(0 if s["members"] and all(m["state"] == "InSync" for m in s["members"]) else 1)'
 }
 
-# roam_volume N TRANSFER [POLICY]: volume "bench" on nodes 0..N-1, primary
-# dc-0, and waits until every member is in sync (the first full copy is done).
+# all_caught_up: exit status 0 when every member holds what the primary wrote.
+all_caught_up() {
+  admin 0 status --volume bench --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if all(m["applied_seq"] >= s["written_seq"] for m in s["members"]) else 1)'
+}
+
+# Bounded: an Async secondary catches up within seconds when nothing writes.
+wait_caught_up() {
+  for _ in $(seq 1 600); do all_caught_up && return 0; sleep 0.1; done
+  log "the secondaries did not catch up within 60 s"
+}
+
+# roam_volume N TRANSFER [POLICY [LEVEL]]: volume "bench" on nodes 0..N-1,
+# primary dc-0, and waits until every member is in sync (the first full copy
+# is done).
 roam_volume() {
-  local n=$1 transfer=$2 policy=${3:-block} i members=()
+  local n=$1 transfer=$2 policy=${3:-block} level=${4:-write} i members=()
   for i in $(seq 0 $((n - 1))); do members+=(--member "dc-$i=$(node_peer "$i")"); done
   for i in $(seq 0 $((n - 1))); do
     admin "$i" create --volume bench --size "$VOLUME_BYTES" >/dev/null || return 1
   done
   for i in $(seq 0 $((n - 1))); do
     admin "$i" configure --volume bench "${members[@]}" --primary dc-0 --epoch 1 \
-      --transfer "$transfer" --policy "$policy" >/dev/null || return 1
+      --transfer "$transfer" --sync-level "$level" --policy "$policy" >/dev/null || return 1
   done
   for _ in $(seq 1 1200); do
     all_in_sync && return 0
@@ -354,13 +476,15 @@ roam_volume() {
   log "members of bench never got in sync"; return 1
 }
 
-# roam_case CASE NODES TRANSFER RTT_MS
+# roam_case CASE NODES TRANSFER RTT_MS [LEVEL]
 roam_case() {
-  local case=$1 n=$2 transfer=$3 rtt=$4
+  local case=$1 n=$2 transfer=$3 rtt=$4 level=${5:-write}
   RB_STAGE_MOUNT="$WORK/$1-$4-mnt"
   roam_cluster_up "$n" $((rtt * 500))
-  if roam_volume "$n" "$transfer" && wait_staged; then
-    fio_case "$case" "$rtt" "$RB_STAGE_MOUNT"
+  if roam_volume "$n" "$transfer" block "$level" && wait_staged; then
+    WAIT_REPLICATED=wait_caught_up
+    fio_case "$case" "$rtt" "$RB_STAGE_MOUNT" "$n"
+    WAIT_REPLICATED=true
   else
     skip "$case" "$rtt" "the group did not reach InSync or the volume was not staged"
   fi
@@ -455,6 +579,7 @@ roam_replicated_cases() {
     for case in $REPLICATED; do
       case $case in
         roam-sync-2dc) roam_case roam-sync-2dc 2 sync "$rtt" ;;
+        roam-sync-flush-2dc) roam_case roam-sync-flush-2dc 2 sync "$rtt" flush ;;
         roam-async-2dc) roam_case roam-async-2dc 2 async "$rtt" ;;
         roam-sync-3dc) roam_case roam-sync-3dc 3 sync "$rtt" ;;
       esac
@@ -602,7 +727,7 @@ gluster_rtt() {
   # Both bricks connected: the client's handshake with brick 2 crossed the proxy.
   for _ in $(seq 1 100); do [ "$(gluster_proxy_bytes)" -gt 0 ] && break; sleep 0.1; done
   before=$(gluster_proxy_bytes)
-  fio_case gluster-replica2 "$rtt" "$GL_MNT"
+  fio_case gluster-replica2 "$rtt" "$GL_MNT" 2
   sleep 0.3  # the proxy writes its counters every 100 ms
   after=$(gluster_proxy_bytes)
   log "gluster-replica2 @ ${rtt} ms: the proxy carried $((after - before)) bytes to brick 2 during the jobs"
@@ -622,7 +747,7 @@ gluster_rtt() {
 # (ramp time excluded, so a lower bound of what crossed to each brick).
 gluster_written_bytes() {
   local job files=()
-  for job in wf sw; do
+  for job in wf sw ow wa; do
     [[ " $JOBS " == *" $job "* ]] && files+=("$RAW/gluster-replica2@$1.$job.json")
   done
   python3 -c '

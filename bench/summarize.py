@@ -6,10 +6,16 @@ usage: summarize.py RAW_DIR LATEST_JSON BENCHMARKS_MD
 """
 import json
 import os
+import re
 import sys
 
 ORDER = ["local-limit", "roam-frontend", "roam-local", "roam-sync-2dc",
-         "roam-async-2dc", "roam-sync-3dc", "gluster-replica2"]
+         "roam-sync-flush-2dc", "roam-async-2dc", "roam-sync-3dc", "gluster-replica2"]
+
+# Every figure of a case record, None until measured.
+FIGURES = ["write_fsync_4k_iops", "write_fsync_4k_p50_us", "write_fsync_4k_p99_us",
+           "randread_4k_iops", "seqwrite_1m_mbps", "overwrite_4k_iops", "overwrite_4k_p50_us",
+           "write_amplification", "pgbench_tps", "pgbench_latency_ms"]
 
 
 def job(path, kind):
@@ -24,9 +30,7 @@ def pct(clat, p):
 
 def record(raw, case, rtt):
     base = os.path.join(raw, f"{case}@{rtt}")
-    rec = {"case": case, "rtt_ms": float(rtt), "write_fsync_4k_iops": None,
-           "write_fsync_4k_p50_us": None, "write_fsync_4k_p99_us": None,
-           "randread_4k_iops": None, "seqwrite_1m_mbps": None}
+    rec = {"case": case, "rtt_ms": float(rtt), **dict.fromkeys(FIGURES)}
     if os.path.exists(base + ".skip"):
         with open(base + ".skip") as f:
             rec["skipped"] = f.read().strip()
@@ -42,6 +46,29 @@ def record(raw, case, rtt):
     if os.path.exists(base + ".sw.json"):
         # fio reports bw in KiB/s.
         rec["seqwrite_1m_mbps"] = round(job(base + ".sw.json", "write")["bw"] * 1024 / 1e6, 1)
+    if os.path.exists(base + ".ow.json"):
+        with open(base + ".ow.json") as f:
+            ow = json.load(f)["jobs"][0]
+        rec["overwrite_4k_iops"] = round(ow["write"]["iops"], 1)
+        # One operation is a buffered write and its fdatasync: the sum of
+        # their medians (the write is a page-cache copy, microseconds).
+        rec["overwrite_4k_p50_us"] = round(
+            pct(ow["write"]["clat_ns"], "50.000000") + pct(ow["sync"]["lat_ns"], "50.000000"), 1)
+    wa = key_values(raw, f"{case}@{rtt}.wa.txt", "")
+    if wa and wa.get("user_bytes") and wa.get("replicas"):
+        rec["write_amplification"] = round(wa["disk_bytes"] / wa["user_bytes"] / wa["replicas"], 2)
+    elif os.path.exists(base + ".wa.txt"):
+        rec["write_amplification_error"] = open(base + ".wa.txt").read().strip()
+    if os.path.exists(base + ".pg.txt"):
+        with open(base + ".pg.txt") as f:
+            text = f.read()
+        tps = re.search(r"^tps = ([0-9.]+)", text, re.M)
+        lat = re.search(r"^latency average = ([0-9.]+) ms", text, re.M)
+        if tps and lat and "error=" not in text:
+            rec["pgbench_tps"] = round(float(tps.group(1)), 1)
+            rec["pgbench_latency_ms"] = round(float(lat.group(1)), 2)
+        else:
+            rec["pgbench_error"] = text.strip().splitlines()[-1] if text.strip() else "no output"
     return rec
 
 
@@ -100,8 +127,7 @@ def main():
         rec = record(raw, case, rtt)
         rec["machine"] = info
         records.append(rec)
-    empty = {"rtt_ms": 0.0, "write_fsync_4k_iops": None, "write_fsync_4k_p50_us": None,
-             "write_fsync_4k_p99_us": None, "randread_4k_iops": None, "seqwrite_1m_mbps": None}
+    empty = {"rtt_ms": 0.0, **dict.fromkeys(FIGURES)}
     reloc = relocation(raw)
     if reloc:
         records.append({"case": "relocation-sync-2dc", **empty, **reloc, "machine": info})
@@ -133,18 +159,54 @@ def ratio_goal(label, value, base, want):
     return f"- {label}: {value:g} vs {base:g} = {got:.2f}x (goal {want:g}x): {verdict}."
 
 
+# Higher is better for each of these (the ratio goals compare them).
+JOB_LABELS = [("write_fsync_4k_iops", "4K write+sync IOPS"), ("randread_4k_iops", "4K randread IOPS"),
+              ("seqwrite_1m_mbps", "1M sequential MB/s"), ("overwrite_4k_iops", "4K overwrite IOPS"),
+              ("pgbench_tps", "pgbench TPS")]
+
+
+def bound_goal(label, value, bound, what):
+    if value is None or bound is None:
+        return f"- {label}: not measured."
+    verdict = "met" if value <= bound else f"missed by {value - bound:.0f} us"
+    return f"- {label}: {value:g} us, bound {what} = {bound:.0f} us: {verdict}."
+
+
 def goals(records):
     """One line per goal of the data path issue, computed from this run."""
     out = []
-    sync2, gl = find(records, "roam-sync-2dc"), find(records, "gluster-replica2")
-    local, limit = find(records, "roam-local"), find(records, "local-limit")
     g = lambda r, k: r.get(k) if r else None
-    out.append(ratio_goal("`roam-sync-2dc` / `gluster-replica2`, 4K write+sync IOPS at 0 ms",
-                          g(sync2, "write_fsync_4k_iops"), g(gl, "write_fsync_4k_iops"), 2.0))
-    out.append(ratio_goal("`roam-sync-2dc` / `gluster-replica2`, 1M sequential MB/s at 0 ms",
-                          g(sync2, "seqwrite_1m_mbps"), g(gl, "seqwrite_1m_mbps"), 1.5))
+    local, limit = find(records, "roam-local"), find(records, "local-limit")
+    for rtt in sorted({r["rtt_ms"] for r in records if r["case"] == "gluster-replica2"}):
+        sync2, gl = find(records, "roam-sync-2dc", rtt), find(records, "gluster-replica2", rtt)
+        flush2, sync3 = find(records, "roam-sync-flush-2dc", rtt), find(records, "roam-sync-3dc", rtt)
+        at = f"at {rtt:g} ms"
+        if rtt == 0:
+            out.append(ratio_goal(f"`roam-sync-2dc` / `gluster-replica2`, 4K write+sync IOPS {at}",
+                                  g(sync2, "write_fsync_4k_iops"), g(gl, "write_fsync_4k_iops"), 2.0))
+            out.append(ratio_goal(f"`roam-sync-2dc` / `gluster-replica2`, 1M sequential MB/s {at}",
+                                  g(sync2, "seqwrite_1m_mbps"), g(gl, "seqwrite_1m_mbps"), 1.5))
+        else:
+            out.append(ratio_goal(f"`roam-sync-2dc` / `gluster-replica2`, 1M sequential MB/s {at}",
+                                  g(sync2, "seqwrite_1m_mbps"), g(gl, "seqwrite_1m_mbps"), 1.5))
+            for key, label in JOB_LABELS:
+                out.append(ratio_goal(f"`roam-sync-2dc` / `gluster-replica2`, {label} {at}",
+                                      g(sync2, key), g(gl, key), 1.0))
+            for key in ("write_fsync_4k_iops", "pgbench_tps"):
+                label = dict(JOB_LABELS)[key]
+                out.append(ratio_goal(f"`roam-sync-flush-2dc` / `gluster-replica2`, {label} {at}",
+                                      g(flush2, key), g(gl, key), 2.0))
+        base = g(local, "overwrite_4k_p50_us")
+        for case, rtts in (("roam-sync-flush-2dc", 1), ("roam-sync-2dc", 2)):
+            r = find(records, case, rtt)
+            bound = None if base is None else base + rtts * rtt * 1000 + 500
+            out.append(bound_goal(f"`{case}` 4K overwrite p50 {at}", g(r, "overwrite_4k_p50_us"), bound,
+                                  f"`roam-local` p50 + {rtts} RTT + 500 us"))
+        for key, label in JOB_LABELS:
+            out.append(ratio_goal(f"`roam-sync-3dc` / `roam-sync-2dc`, {label} {at}",
+                                  g(sync3, key), g(sync2, key), 0.9))
     out.append(ratio_goal("`roam-local` / `local-limit`, 4K write+sync IOPS",
-                          g(local, "write_fsync_4k_iops"), g(limit, "write_fsync_4k_iops"), 0.7))
+                          g(local, "write_fsync_4k_iops"), g(limit, "write_fsync_4k_iops"), 0.8))
     out.append(ratio_goal("`roam-local` / `local-limit`, 1M sequential MB/s",
                           g(local, "seqwrite_1m_mbps"), g(limit, "seqwrite_1m_mbps"), 0.7))
     base = g(local, "write_fsync_4k_p50_us")
@@ -158,6 +220,11 @@ def goals(records):
         verdict = "met" if p50 <= bound else f"missed by {p50 - bound:.0f} us"
         out.append(f"- `{r['case']}` at {r['rtt_ms']:g} ms: p50 {p50:g} us, bound "
                    f"`roam-local` p50 + RTT + 300 us = {bound:.0f} us: {verdict}.")
+    for r in records:
+        wa = r.get("write_amplification")
+        if r["case"].startswith("roam-") and wa is not None:
+            out.append(f"- `{r['case']}` at {r['rtt_ms']:g} ms: {wa:g} disk bytes per user byte "
+                       f"per replica (goal at most 1.1): {'met' if wa <= 1.1 else f'missed by {(wa - 1.1) / 1.1 * 100:.0f}%'}.")
     reloc = find(records, "relocation-sync-2dc")
     ms = g(reloc, "relocation_wall_ms")
     if ms is not None:
@@ -241,10 +308,17 @@ def write_markdown(md, records, info):
         "",
         "`make bench` runs `bench/run.sh`: fio on an ext4 filesystem mounted through each",
         "data path, side by side in one run, then writes `bench/results/latest.json` and",
-        "this table. Jobs: `write_fsync_4k` is 4 KiB random writes opened with",
+        "these tables. Jobs: `write_fsync_4k` is 4 KiB random writes opened with",
         "`O_DIRECT|O_DSYNC` at queue depth 1 (each write durable before the next);",
         "`randread_4k` is 4 KiB random reads at depth 16; `seqwrite_1m` is 1 MiB",
-        "sequential writes at depth 4 ending with an fsync.",
+        "sequential writes at depth 4 ending with an fsync; `overwrite_4k` is 4 KiB",
+        "random overwrites of a fully written file, each followed by fdatasync (what a",
+        "database does to its preallocated files; p50 of the write plus its sync);",
+        "pgbench is PostgreSQL (Debian's) initialized on the mounted volume, its",
+        "TPC-B-like script, a fixed number of transactions; write amplification is the",
+        "bytes the host's disk took (its sectors-written counter, after a sync) per",
+        "byte of a 1 MiB sequential write, divided by the copies the case keeps on",
+        "this one disk (2 for a 2-DC group or Gluster replica 2).",
         "",
         "Cases: `local-limit` is ext4 on a loop device over a plain file (the machine's",
         "ceiling); `roam-frontend` is Roam's FUSE -> loop stack over a plain file (the",
@@ -256,12 +330,19 @@ def write_markdown(md, records, info):
         "secondary is a `roam-csi storage` process in its own network namespace",
         "behind a delay proxy; `gluster-replica2` is GlusterFS replica 2 with both",
         "bricks on this host, its client in a network namespace reaching brick 2",
-        "through the same delay proxy. Added RTT comes from the delay proxy (this kernel has",
+        "through the same delay proxy. `roam-sync-flush-2dc` is `roam-sync-2dc` at",
+        "`syncLevel: Flush` (a write waits for the primary only, a flush for the",
+        "in-sync set). Added RTT comes from the delay proxy (this kernel has",
         "no netem). Release builds.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
         "| case | added RTT ms | 4K write+sync IOPS | p50 us | p99 us | 4K randread IOPS | 1M seq write MB/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    second = [
+        "",
+        "| case | added RTT ms | 4K overwrite+fdatasync IOPS | p50 us | pgbench TPS | latency ms | disk bytes per user byte per replica |",
         "|---|---|---|---|---|---|---|",
     ]
     notes = []
@@ -288,6 +369,13 @@ def write_markdown(md, records, info):
         lines.append(f"| {r['case']} | {r['rtt_ms']:g} | {fmt(r['write_fsync_4k_iops'])} | "
                      f"{fmt(r['write_fsync_4k_p50_us'])} | {fmt(r['write_fsync_4k_p99_us'])} | "
                      f"{fmt(r['randread_4k_iops'])} | {fmt(r['seqwrite_1m_mbps'])} |")
+        second.append(f"| {r['case']} | {r['rtt_ms']:g} | {fmt(r['overwrite_4k_iops'])} | "
+                      f"{fmt(r['overwrite_4k_p50_us'])} | {fmt(r['pgbench_tps'])} | "
+                      f"{fmt(r['pgbench_latency_ms'])} | {fmt(r['write_amplification'])} |")
+        for key in ("pgbench_error", "write_amplification_error"):
+            if key in r:
+                notes.append(f"- `{r['case']}` at {r['rtt_ms']:g} ms, {key.split('_error')[0]}: {r[key]}.")
+    lines += second
     if notes:
         lines += ["", "Notes:", ""] + notes
     lines += ["", "## Goals", ""] + goals(records)
