@@ -57,6 +57,11 @@ const VOLUME_BYTES: u64 = 8 << 20;
 /// checkpoint, and room to spare.
 const DISK_BYTES: u64 = 96 << 20;
 const NODES: u8 = 3;
+/// A trial takes 5 to 40 s. One still running after this is stuck (a call
+/// that never returned): it is stopped, its storage systems and network go
+/// with it, and it counts as an error with its seed to replay, instead of
+/// holding up the rest of the campaign.
+const TRIAL_LIMIT: Duration = Duration::from_secs(300);
 /// Salt of the random stream that picks a Sync trial's level.
 const LEVEL_STREAM: u64 = 0x5359_4e43_4c56_4c00;
 
@@ -146,15 +151,24 @@ pub async fn run(seeds: Vec<u64>, kinds: Vec<FaultKind>) {
         let kinds = kinds.clone();
         // A trial that panics (a storage system that never starts) is an
         // error of that trial, not the end of the campaign.
-        let outcome = match tokio::spawn(trial(seed, kinds)).await {
-            Ok(o) => o,
-            Err(e) => Outcome {
-                seed,
-                label: String::new(),
-                faults: Vec::new(),
-                violations: Vec::new(),
-                error: Some(format!("trial panicked: {e}")),
-            },
+        let mut running = tokio::spawn(trial(seed, kinds));
+        let failed = |error: String| Outcome {
+            seed,
+            label: String::new(),
+            faults: Vec::new(),
+            violations: Vec::new(),
+            error: Some(error),
+        };
+        let outcome = match tokio::time::timeout(TRIAL_LIMIT, &mut running).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => failed(format!("trial panicked: {e}")),
+            Err(_) => {
+                // Dropping the trial's future drops its world: the storage
+                // systems are killed and the namespaces removed.
+                running.abort();
+                let _ = running.await;
+                failed(format!("trial did not finish within {TRIAL_LIMIT:?}"))
+            }
         };
         eprintln!(
             "seed {:>5} {:<18} {:<60} {}",
