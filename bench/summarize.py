@@ -236,6 +236,28 @@ def goals(records):
 # Where the time goes, from profiling this data path; written by hand and
 # updated when the data path changes.
 PROFILE_NOTES = """
+## The run of 2026-12-02 (protocol C, both sync levels)
+
+The tables above are the first run since secondaries acknowledge from their
+journal file and push their durable position (protocol C), with the Flush
+level beside the default, and with the database jobs. Same machine, quiet
+(nothing else running; the load average at the start was what the build
+before it left). Against the run of 2026-11-25 below, in ratios to Gluster
+measured in the same run: 4K write+sync at 0 ms went from 0.74x to 1.11x,
+1 MiB sequential at 0 ms from 0.69x to 1.00x; at 2 ms 4K write+sync is still
+0.58x (Write level) and 0.78x (Flush level), because the ext4 inside the
+volume turns one O_DSYNC write into several dependent writes and flushes, and
+each flush is a round trip. What a database does fares better: 4K overwrites
+with fdatasync at 2 ms are 1.97x Gluster's IOPS, pgbench 1.68x at the Write
+level and 2.03x at the Flush level. Write amplification is 2.0 per replica
+for every Roam case (the data journal: each byte goes to the journal and to
+the real volume), against 1.0 for `local-limit`, `roam-frontend` and Gluster:
+the activity log that would bring it to 1.1 is not built. `roam-sync-3dc` at
+0 ms measured 0.36x `roam-sync-2dc` on 4K write+sync in this run and 1.10x at
+2 ms; one disk serves all three replicas here, and the 0 ms figures of that
+case moved by 2.7x between runs (384 on 2026-11-25), so it needs more runs
+before it says anything about the fan-out.
+
 ## Where the time goes
 
 Profiled with `BENCH_PROFILE=1 make bench` (the run of 2026-11-25 18:56 UTC,
