@@ -63,8 +63,6 @@ test-dataplane:
 	# replayed findings and the lease scenarios (docs/faults.md).
 	FAULT_TRIALS=50 FAULT_PROFILE=short cargo test -p roam-csi --test fault_campaign -- --nocapture --test-threads=1
 
-# Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
-# scheduler), the operator and storage systems as processes.
 # A failed cluster tier stops what it started (the nodes' logs are kept in
 # $(ROAM_CLUSTER_DIR)/logs/), so that the next run starts clean;
 # ROAM_KEEP_CLUSTER=1 leaves it up to look at.
@@ -73,6 +71,8 @@ on_failure_stop = rc=$$?; if [ $$rc -ne 0 ]; then \
 		if [ -n "$(ROAM_KEEP_CLUSTER)" ]; then echo "left the cluster up (ROAM_KEEP_CLUSTER); make down stops it"; \
 		else ROAM_DOWN_KEEP_LOGS=1 bash e2e/cluster/down.sh; fi; fi; exit $$rc
 
+# Tier 3: a real control plane (etcd, kube-apiserver, controller-manager,
+# scheduler), the operator and storage systems as processes.
 test-control-plane:
 	bash e2e/cluster/control-plane.sh start && \
 	cargo test -p roam-e2e --lib --test control_plane && \
