@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs Roam into the cluster $KUBECONFIG points at (default: the local
 # cluster's), the way a user would: images onto the nodes (there is no
-# registry), `helm upgrade --install` of charts/roam, then the examples from
+# registry), the VolumeSnapshot CRDs and snapshot-controller
+# (install-snapshots.sh: the chart's VolumeSnapshotClass needs the CRDs),
+# `helm upgrade --install` of charts/roam, then the examples from
 # crds/examples/. Waits until the operator, the CSI controller and a node
 # plugin on every node are running, and the example volumes are Ready.
 # Running it again upgrades in place.
@@ -54,6 +56,8 @@ done < <("$repo_root/e2e/images/roam-image.sh" "$profile")
 "$here/node-images.sh" "${tarballs[@]}" >/dev/null
 log "images imported: ${ref[*]} ($((SECONDS - begin))s)"
 
+ROAM_READY_TIMEOUT="$timeout" "$here/install-snapshots.sh" "${ref[roam.local/snapshot-controller]}"
+
 roam_image="${ref[roam.local/roam]}"
 # shellcheck disable=SC2086 # ROAM_HELM_ARGS is split into words on purpose
 helm upgrade --install roam "$repo_root/charts/roam" \
@@ -65,6 +69,7 @@ helm upgrade --install roam "$repo_root/charts/roam" \
     --set csi.images.provisioner="${ref[roam.local/csi-provisioner]}" \
     --set csi.images.attacher="${ref[roam.local/csi-attacher]}" \
     --set csi.images.resizer="${ref[roam.local/csi-resizer]}" \
+    --set csi.images.snapshotter="${ref[roam.local/csi-snapshotter]}" \
     ${ROAM_HELM_ARGS:-} \
     --wait --timeout "${timeout}s" >/dev/null
 log "chart installed in namespace $ns ($((SECONDS - begin))s)"

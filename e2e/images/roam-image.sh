@@ -3,8 +3,9 @@
 # docker-archive holding /roam-operator and /roam-csi (entrypoint), plus the
 # host tools the node plugin runs (mount, losetup, blkid, mkfs, resize) with
 # the shared libraries they and the Roam binaries link against, and a busybox
-# shell for debugging. The sidecar images (csi-provisioner, csi-attacher, csi-resizer) are
-# made the same way from the pinned binaries in .tools/bin.
+# shell for debugging. The sidecar images (csi-provisioner, csi-attacher,
+# csi-resizer, csi-snapshotter) and external-snapshotter's snapshot-controller
+# are made the same way from the pinned binaries in .tools/bin.
 #
 #   e2e/images/roam-image.sh [debug|release] [--no-sidecars]
 #       prints "<ref> <tarball>" per image; --no-sidecars builds Roam's image
@@ -102,4 +103,6 @@ if ((sidecars)); then
     build_sidecar csi-provisioner
     build_sidecar csi-attacher
     build_sidecar csi-resizer
+    build_sidecar csi-snapshotter
+    build_sidecar snapshot-controller
 fi

@@ -23,8 +23,12 @@
 #      registry.k8s.io (the chart's defaults), pulled by the nodes; with
 #      ROAM_KIND_SIDECARS=local, images of the pinned builds in .tools/bin
 #      are loaded instead (for machines without a registry).
-#   4. `helm upgrade --install` of charts/roam into roam-system; waits for the
-#      operator, the CSI controller and a node plugin on every worker.
+#   4. The VolumeSnapshot CRDs and external-snapshotter's snapshot-controller
+#      (e2e/cluster/install-snapshots.sh; the CRDs come from `e2e/tools/
+#      install.sh external-snapshotter`, the controller's image like the
+#      sidecars'), then `helm upgrade --install` of charts/roam into
+#      roam-system; waits for the operator, the CSI controller and a node
+#      plugin on every worker.
 #   5. The example DataCenters and StorageClass (crds/examples/); waits until
 #      each DataCenter counts its node's storage system.
 #   6. `make e2e` with KUBECONFIG set to the kind cluster (skipped with
@@ -203,7 +207,15 @@ for tar in "${archives[@]}"; do
 done
 log "images loaded: ${ref[*]}"
 
-# 4: the chart.
+# 4: snapshots' CRDs and controller (the chart's VolumeSnapshotClass needs
+# the CRDs), then the chart.
+snapshot_controller="registry.k8s.io/sig-storage/snapshot-controller:$EXTERNAL_SNAPSHOTTER_VERSION"
+[[ $sidecars == local ]] && snapshot_controller="${ref[roam.local/snapshot-controller]}"
+KUBECONFIG="$kubeconfig" ROAM_READY_TIMEOUT="$timeout" \
+    bash "$repo/e2e/cluster/install-snapshots.sh" "$snapshot_controller" ||
+    die "the VolumeSnapshot CRDs or the snapshot-controller could not be installed"
+log "VolumeSnapshot CRDs and snapshot-controller installed"
+
 roam_image="${ref[roam.local/roam]}"
 helm_args=(
     --set image.repository="${roam_image%%:*}"
@@ -216,6 +228,7 @@ if [[ $sidecars == local ]]; then
         --set csi.images.provisioner="${ref[roam.local/csi-provisioner]}"
         --set csi.images.attacher="${ref[roam.local/csi-attacher]}"
         --set csi.images.resizer="${ref[roam.local/csi-resizer]}"
+        --set csi.images.snapshotter="${ref[roam.local/csi-snapshotter]}"
     )
 fi
 # shellcheck disable=SC2086 # HELM_EXTRA_ARGS is split into words on purpose

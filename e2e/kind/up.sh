@@ -28,7 +28,7 @@ die() {
 ((EUID == 0)) || die "run as root (podman's kind provider runs privileged node containers)"
 
 bash "$repo/e2e/tools/install.sh" apt kind-apt kubernetes kubeadm etcd coredns \
-    external-provisioner external-attacher external-resizer helm kind >&2
+    external-provisioner external-attacher external-resizer external-snapshotter helm kind >&2
 
 # containers.conf: add `default_ulimits = []` to its [containers] table,
 # creating the file or the table when missing; leave it alone once set.

@@ -3,10 +3,10 @@
 #
 # Usage: e2e/tools/install.sh [--no-apt] [TOOL...]
 #   TOOL is one of: apt kubernetes etcd csi-sanity external-provisioner
-#   external-attacher external-resizer helm toxiproxy cargo-fuzz (default: all
-#   of them, in that order), or one of the kind path's: kind-apt kind kubeadm
-#   coredns (built only when named: `make kind-up` does), or bench-apt (the
-#   peers `make bench` compares against).
+#   external-attacher external-resizer external-snapshotter helm toxiproxy
+#   cargo-fuzz (default: all of them, in that order), or one of the kind
+#   path's: kind-apt kind kubeadm coredns (built only when named: `make
+#   kind-up` does), or bench-apt (the peers `make bench` compares against).
 #
 # Every version comes from e2e/tools/versions.env. Each Go tool is built from the
 # Go module proxy into $ROAM_CACHE/<tool>-<version>/bin (ROAM_CACHE defaults to
@@ -41,7 +41,7 @@ bin_dir=$repo/.tools/bin
 # Bump when the way a tool is built changes, so cached builds are redone.
 recipe=1
 
-all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer helm toxiproxy cargo-fuzz)
+all_tools=(apt kubernetes etcd csi-sanity external-provisioner external-attacher external-resizer external-snapshotter helm toxiproxy cargo-fuzz)
 kind_tools=(kind-apt kind kubeadm coredns)
 
 say() { printf '%-30s %s\n' "$1" "$2"; }
@@ -182,6 +182,36 @@ build_external_resizer() {
 	go_build "$1" 0 "-X main.version=$EXTERNAL_RESIZER_VERSION" "$2/csi-resizer" "$pkg"
 }
 
+# Both binaries of external-snapshotter, and the VolumeSnapshot CRDs of the
+# same release from its client module (config/crd/ there), copied beside bin/
+# as crd/ (linked as .tools/snapshot-crds). Only the snapshot.storage.k8s.io
+# v1 ones: the group snapshot CRDs serve a feature gate that is off by default.
+snapshotter_mod=github.com/kubernetes-csi/external-snapshotter
+build_external_snapshotter() {
+	local mod=$snapshotter_mod/v8 v=$EXTERNAL_SNAPSHOTTER_VERSION crd_dir json client_dir
+	# The local replace of ./client becomes client/v8 at the same version.
+	wrapper_module "$1" external-snapshotter "$mod" "$v" "$v" "$mod/cmd/csi-snapshotter" "$mod/cmd/snapshot-controller" || return
+	go_build "$1" 0 "-X main.version=$v" "$2/" "$mod/cmd/csi-snapshotter" "$mod/cmd/snapshot-controller" || return
+	json=$(cd "$1" && go mod download -json "$snapshotter_mod/client/v8@$v") || return
+	client_dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	[[ -d $client_dir/config/crd ]] || die "no config/crd in $snapshotter_mod/client/v8@$v"
+	crd_dir=$(dirname "$2")/crd
+	rm -rf "$crd_dir"
+	mkdir -p "$crd_dir"
+	install -m 0644 "$client_dir"/config/crd/snapshot.storage.k8s.io_*.yaml "$crd_dir/"
+}
+
+# external-snapshotter's CRDs: linked into .tools; without them, build again.
+snapshot_crds=(snapshot.storage.k8s.io_volumesnapshotclasses.yaml
+	snapshot.storage.k8s.io_volumesnapshotcontents.yaml snapshot.storage.k8s.io_volumesnapshots.yaml)
+install_external_snapshotter() {
+	local dir=$cache/external-snapshotter-$EXTERNAL_SNAPSHOTTER_VERSION f
+	for f in "${snapshot_crds[@]}"; do [[ -f $dir/crd/$f ]] || rm -f "$dir/stamp"; done
+	install_go_tool external-snapshotter "$EXTERNAL_SNAPSHOTTER_VERSION" build_external_snapshotter csi-snapshotter snapshot-controller
+	for f in "${snapshot_crds[@]}"; do [[ -f $dir/crd/$f ]] || die "external-snapshotter: $dir/crd/$f missing after the build"; done
+	ln -sfn "$dir/crd" "$repo/.tools/snapshot-crds"
+}
+
 build_helm() {
 	local pkg=helm.sh/helm/v3/cmd/helm minor
 	minor=${KUBERNETES_VERSION#v1.}
@@ -295,6 +325,7 @@ install_one() {
 	external-provisioner) install_go_tool external-provisioner "$EXTERNAL_PROVISIONER_VERSION" build_external_provisioner csi-provisioner ;;
 	external-attacher) install_go_tool external-attacher "$EXTERNAL_ATTACHER_VERSION" build_external_attacher csi-attacher ;;
 	external-resizer) install_go_tool external-resizer "$EXTERNAL_RESIZER_VERSION" build_external_resizer csi-resizer ;;
+	external-snapshotter) install_external_snapshotter ;;
 	helm) install_go_tool helm "$HELM_VERSION" build_helm helm ;;
 	toxiproxy) install_go_tool toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy toxiproxy-server toxiproxy-cli ;;
 	cargo-fuzz) install_cargo_fuzz ;;

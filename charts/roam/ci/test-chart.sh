@@ -6,7 +6,8 @@
 # (ci/rules-test.yaml), and `kubectl apply --dry-run=server` of both
 # renderings against the real API server of the test control plane, which
 # checks every object against the API's schemas and admission (the
-# prometheus-operator kinds excepted: their CRDs are not installed there).
+# prometheus-operator kinds excepted: their CRDs are not installed there; the
+# VolumeSnapshot CRDs are, by e2e/cluster/install-snapshots.sh --crds-only).
 #
 #   charts/roam/ci/test-chart.sh          (KUBECONFIG: the control plane's)
 set -euo pipefail
@@ -54,6 +55,8 @@ promtool check rules "$work/rules.yaml"
 cp "$chart/ci/rules-test.yaml" "$work/rules-test.yaml"
 promtool test rules "$work/rules-test.yaml"
 
+# The VolumeSnapshotClass needs its CRD, as on any cluster with snapshots.
+bash "$repo/e2e/cluster/install-snapshots.sh" --crds-only
 kubectl create namespace "$ns" >/dev/null
 for f in default dry-run; do
     # stderr: kubectl warns about the CRDs the tests created without apply.
