@@ -895,3 +895,120 @@ async fn a_secondary_with_an_open_replication_stream_stops_when_told() {
         "b's copy after restart"
     );
 }
+
+async fn snapshot_block(
+    c: &mut StorageClient<Channel>,
+    name: &str,
+    offset: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    c.read_snapshot(ReadSnapshotRequest {
+        volume_id: VOL.into(),
+        name: name.into(),
+        offset,
+        length: BLOCK as u64,
+    })
+    .await
+    .map(|r| r.into_inner().data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_over_grpc_survive_kill_9_and_are_held_by_every_member() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut a = StorageProcess::start(root.path(), "a");
+    let b = StorageProcess::start(root.path(), "b");
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let g = group(&[&a, &b], "a", 1);
+    for cl in [&mut ca, &mut cb] {
+        create_and_configure(cl, &g).await;
+    }
+    for i in 0..8u64 {
+        write(&mut ca, 1, i * BLOCK as u64, block(i))
+            .await
+            .expect("write");
+    }
+    let taken = ca
+        .create_snapshot(CreateSnapshotRequest {
+            volume_id: VOL.into(),
+            name: "before".into(),
+        })
+        .await
+        .expect("create snapshot")
+        .into_inner();
+    assert!(!taken.repeat);
+    assert_eq!(taken.snapshot.as_ref().map(|s| s.seq), Some(8));
+    assert_eq!(taken.members, vec!["b".to_string()], "{:?}", taken.missing);
+    // Later writes overwrite what the snapshot holds.
+    for i in 0..8u64 {
+        write(&mut ca, 1, i * BLOCK as u64, block(100 + i))
+            .await
+            .expect("write");
+    }
+    // Only the primary takes snapshots; a bad name or an unknown snapshot
+    // gets a precise code.
+    let err = cb
+        .create_snapshot(CreateSnapshotRequest {
+            volume_id: VOL.into(),
+            name: "on-secondary".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = ca
+        .create_snapshot(CreateSnapshotRequest {
+            volume_id: VOL.into(),
+            name: "no/slashes".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = snapshot_block(&mut cb, "never-taken", 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // kill -9 of the primary: the snapshot is still there when it comes back.
+    a.kill9();
+    a.spawn();
+    let mut ca = a.client().await;
+    wait_in_sync(&mut ca, 1).await;
+    for cl in [&mut ca, &mut cb] {
+        for i in 0..8u64 {
+            assert_eq!(
+                snapshot_block(cl, "before", i * BLOCK as u64)
+                    .await
+                    .expect("read snapshot"),
+                block(i)
+            );
+            assert_eq!(read_any(cl, i * BLOCK as u64).await, block(100 + i));
+        }
+        let listed = cl
+            .list_snapshots(ListSnapshotsRequest {
+                volume_id: VOL.into(),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .snapshots;
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].copied_bytes >= 8 * BLOCK as u64, "{listed:?}");
+    }
+    // Deleting frees it on each member; a repeat succeeds.
+    for cl in [&mut ca, &mut cb] {
+        let del = |deleted| DeleteSnapshotResponse { deleted };
+        for expect in [true, false] {
+            let got = cl
+                .delete_snapshot(DeleteSnapshotRequest {
+                    volume_id: VOL.into(),
+                    name: "before".into(),
+                })
+                .await
+                .expect("delete")
+                .into_inner();
+            assert_eq!(got, del(expect));
+        }
+    }
+    for dc in ["a", "b"] {
+        let logs = std::fs::read_dir(root.path().join(dc).join(VOL).join("snapshots"))
+            .expect("the replica's snapshots directory")
+            .count();
+        assert_eq!(logs, 0, "{dc} still holds snapshot logs");
+    }
+}

@@ -146,6 +146,28 @@ pub enum EngineError {
     /// one acknowledges nothing until the directory renews it.
     #[error("volume {volume}: the primary's lease ran out")]
     LeaseExpired { volume: String },
+    #[error("volume {volume}: snapshot {snapshot} does not exist")]
+    SnapshotNotFound { volume: String, snapshot: String },
+    #[error(
+        "volume {volume}: snapshot {snapshot} exists at sequence {held}, asked to take it at {asked}"
+    )]
+    SnapshotConflict {
+        volume: String,
+        snapshot: String,
+        held: u64,
+        asked: u64,
+    },
+    /// A member asked to take a snapshot at a point of the write order it
+    /// does not stand at: it would not hold the same bytes as the primary.
+    #[error(
+        "volume {volume}: snapshot {snapshot} is at sequence {want}, this replica stands at {have}"
+    )]
+    SnapshotPosition {
+        volume: String,
+        snapshot: String,
+        want: u64,
+        have: u64,
+    },
     #[error("volume {volume}: directory: {source}")]
     Directory {
         volume: String,
@@ -244,7 +266,9 @@ impl EngineError {
             | RegionChecksum { .. }
             | MessageTooLarge { .. }
             | InvalidField { .. } => RefusalCode::Invalid,
-            NotFound { .. } => RefusalCode::NotFound,
+            NotFound { .. } | SnapshotNotFound { .. } => RefusalCode::NotFound,
+            SnapshotConflict { .. } => RefusalCode::Invalid,
+            SnapshotPosition { .. } => RefusalCode::OutOfOrder,
             ResyncUnfinished { .. }
             | TargetBehind { .. }
             | TargetNotInSync { .. }

@@ -1,7 +1,7 @@
 //! Roam data path: everything that happens to a byte from the moment a host
 //! writes it until every data center of its copy volume group holds it.
 //! Modules follow the data: frontend -> cache (journal) -> replication
-//! (sender) -> receive -> role -> resync -> backend.
+//! (sender) -> receive -> role -> resync -> snapshot -> backend.
 //!
 //! The core does no I/O of its own: it reaches the real volume, the journal
 //! and the metadata through [`backend::Backend`] and [`backend::MetaStore`],
@@ -31,6 +31,7 @@ pub mod receive;
 pub mod replication;
 pub mod resync;
 pub mod role;
+pub mod snapshot;
 pub mod transport;
 pub mod types;
 pub mod volume;

@@ -227,6 +227,10 @@ impl Volume {
                 self.take_primary(req.epoch, group, last_seq).await?;
                 Ok(ready(PeerReply::Done))
             }
+            PeerMessage::TakeSnapshot { meta } => {
+                self.take_snapshot_at(req.epoch, meta).await?;
+                Ok(ready(PeerReply::Done))
+            }
         }
     }
 

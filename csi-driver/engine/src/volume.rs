@@ -114,7 +114,16 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     pub id: String,
     pub config: EngineConfig,
+    /// The real volume as every write reaches it: through the snapshots'
+    /// copy-on-write ([`crate::snapshot::CowData`]).
     pub data: Arc<dyn Backend>,
+    /// The real volume itself, for reads of snapshots.
+    pub raw_data: Arc<dyn Backend>,
+    pub snapshots: Arc<crate::snapshot::Snapshots>,
+    /// Host writes hold it shared while they are accepted; taking a
+    /// snapshot holds it exclusively, so its point in the write order is
+    /// the last write accepted before.
+    pub write_barrier: tokio::sync::RwLock<()>,
     pub meta_store: Arc<dyn MetaStore>,
     pub journal: Journal,
     pub transport: Arc<dyn Transport>,
@@ -294,6 +303,17 @@ impl Volume {
             .size()
             .map_err(|e| EngineError::backend(id, "size", e))?;
         meta.size_bytes = size;
+        let snapshots = Arc::new(
+            crate::snapshot::Snapshots::open(files.snapshots.clone(), &meta.snapshots)
+                .map_err(|e| EngineError::backend(id, "open snapshots", e))?,
+        );
+        let raw_data = files.data.clone();
+        // Every write from here on, the replay included, goes through the
+        // snapshots' copy-on-write.
+        let data: Arc<dyn Backend> = Arc::new(crate::snapshot::CowData {
+            data: raw_data.clone(),
+            snapshots: snapshots.clone(),
+        });
         let (journal, records) = Journal::open(id, files.journal.clone())?;
         // What the journal file holds may be in the page cache only (the
         // process was killed, the machine was not): sync it before counting
@@ -314,9 +334,7 @@ impl Volume {
             if rec.seq != last_seq + 1 || rec.term() < last_term || rec.end() > size {
                 break;
             }
-            files
-                .data
-                .write_at(rec.offset, &rec.data)
+            data.write_at(rec.offset, &rec.data)
                 .map_err(|e| EngineError::backend(id, "replay", e))?;
             last_seq = rec.seq;
             last_term = rec.term();
@@ -346,7 +364,10 @@ impl Volume {
         let inner = Arc::new(Inner {
             id: id.to_string(),
             config,
-            data: files.data,
+            data,
+            raw_data,
+            snapshots,
+            write_barrier: tokio::sync::RwLock::new(()),
             meta_store: files.meta,
             journal,
             transport,
@@ -449,6 +470,7 @@ impl Volume {
         }
         crate::replication::wait_for_room(inner, epoch).await?;
         let len = data.len() as u64;
+        let barrier = inner.write_barrier.read().await;
         let (seq, held_epoch, waits) = {
             let mut st = inner.lock();
             crate::fence::writable(&inner.id, &st, epoch)?;
@@ -474,6 +496,7 @@ impl Volume {
             let waits = crate::replication::enqueue(&mut st, rec, fua);
             (seq, held_epoch, waits)
         };
+        drop(barrier);
         inner.last_seq_tx.send_replace(seq);
         // In the journal file the write survives a crash of this process;
         // only FUA (and a flush) waits for it to be on the disk too.

@@ -71,6 +71,7 @@ pub async fn open(data: &Arc<MemFile>, journal: &Arc<MemFile>, meta: &Arc<MemMet
         data: data.clone(),
         journal: journal.clone(),
         meta: meta.clone(),
+        snapshots: Arc::new(roam_engine::backend::NoSnapshots),
     };
     Volume::open(VOLUME, files, Arc::new(Nowhere), config())
         .await

@@ -2,6 +2,7 @@
 //! Decoding validates: an unknown enum value or a missing field is an
 //! INVALID_ARGUMENT naming the field.
 
+use roam_engine::snapshot::{SnapshotInfo, SnapshotMeta};
 use roam_engine::transport::{PeerMessage, PeerReply, PeerRequest, Region};
 use roam_engine::{
     FailurePolicy, GroupSpec, MemberSpec, MemberState, MemberStatus, Position, Role, Run,
@@ -159,6 +160,31 @@ pub fn status_to_proto(s: &VolumeStatus) -> sp::ReplicaStatus {
     }
 }
 
+pub fn snapshot_meta_to_proto(m: &SnapshotMeta, copied_bytes: u64) -> sp::SnapshotInfo {
+    sp::SnapshotInfo {
+        name: m.name.clone(),
+        seq: m.seq,
+        epoch: m.epoch,
+        size_bytes: m.size_bytes,
+        created_unix_millis: m.created_unix_millis,
+        copied_bytes,
+    }
+}
+
+pub fn snapshot_to_proto(s: &SnapshotInfo) -> sp::SnapshotInfo {
+    snapshot_meta_to_proto(&s.meta, s.copied_bytes)
+}
+
+pub fn snapshot_meta_from_proto(s: sp::SnapshotInfo) -> SnapshotMeta {
+    SnapshotMeta {
+        name: s.name,
+        seq: s.seq,
+        epoch: s.epoch,
+        size_bytes: s.size_bytes,
+        created_unix_millis: s.created_unix_millis,
+    }
+}
+
 pub fn request_to_proto(r: PeerRequest) -> rp::PeerRequest {
     use rp::peer_request::Body;
     let body = match r.msg {
@@ -206,6 +232,9 @@ pub fn request_to_proto(r: PeerRequest) -> rp::PeerRequest {
         PeerMessage::TakePrimary { group, last_seq } => Body::TakePrimary(rp::TakePrimary {
             group: Some(group_to_proto(&group)),
             last_seq,
+        }),
+        PeerMessage::TakeSnapshot { meta } => Body::TakeSnapshot(rp::TakeSnapshot {
+            snapshot: Some(snapshot_meta_to_proto(&meta, 0)),
         }),
     };
     rp::PeerRequest {
@@ -268,6 +297,14 @@ pub fn request_from_proto(r: rp::PeerRequest) -> Result<PeerRequest> {
             PeerMessage::TakePrimary {
                 group: group_from_proto(&group)?,
                 last_seq: t.last_seq,
+            }
+        }
+        Body::TakeSnapshot(t) => {
+            let Some(snapshot) = t.snapshot else {
+                return Err(invalid("take_snapshot.snapshot", "missing"));
+            };
+            PeerMessage::TakeSnapshot {
+                meta: snapshot_meta_from_proto(snapshot),
             }
         }
     };

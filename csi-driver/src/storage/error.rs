@@ -68,7 +68,8 @@ fn engine_code(e: &EngineError) -> Code {
         | ResyncUnfinished { .. }
         | NoGroup { .. }
         | TargetBehind { .. }
-        | TargetNotInSync { .. } => Code::FailedPrecondition,
+        | TargetNotInSync { .. }
+        | SnapshotPosition { .. } => Code::FailedPrecondition,
         OutOfRange { .. } | ShrinkRefused { .. } => Code::OutOfRange,
         ChecksumMismatch { .. }
         | RegionChecksum { .. }
@@ -77,8 +78,8 @@ fn engine_code(e: &EngineError) -> Code {
         MessageTooLarge { .. } | NoSpace { .. } => Code::ResourceExhausted,
         ReplicateTimeout { .. } => Code::DeadlineExceeded,
         SecondaryRefused { .. } | Transport { .. } | TransferFailed { .. } => Code::Unavailable,
-        NotFound { .. } => Code::NotFound,
-        AlreadyExists { .. } => Code::AlreadyExists,
+        NotFound { .. } | SnapshotNotFound { .. } => Code::NotFound,
+        AlreadyExists { .. } | SnapshotConflict { .. } => Code::AlreadyExists,
         BackendIo { .. } | JournalIo { .. } | Metadata { .. } => Code::Internal,
         Closed { .. } | ReplicaFailed { .. } | LeaseExpired { .. } | Directory { .. } => {
             Code::Unavailable

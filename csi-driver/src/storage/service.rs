@@ -25,7 +25,7 @@ use roam_proto::storage::*;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::convert::{group_from_proto, status_to_proto};
+use super::convert::{group_from_proto, snapshot_to_proto, status_to_proto};
 use super::error::StorageError;
 use super::registry::{Registry, validate_volume_id};
 
@@ -205,6 +205,73 @@ impl Storage for StorageService {
         let vol = self.registry.get(&req.volume_id).await?;
         let data = vol
             .read(req.offset, u64::from(req.length))
+            .await
+            .map_err(engine)?;
+        Ok(Response::new(ReadResponse {
+            data: data.to_vec(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(volume = %req.get_ref().volume_id, snapshot = %req.get_ref().name))]
+    async fn create_snapshot(
+        &self,
+        req: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let req = req.into_inner();
+        let vol = self.registry.get(&req.volume_id).await?;
+        let taken = vol.create_snapshot(&req.name).await.map_err(engine)?;
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(snapshot_to_proto(&taken.info)),
+            repeat: taken.repeat,
+            members: taken.members,
+            missing: taken
+                .missing
+                .into_iter()
+                .map(|(data_center, reason)| SnapshotMissing {
+                    data_center,
+                    reason,
+                })
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(volume = %req.get_ref().volume_id, snapshot = %req.get_ref().name))]
+    async fn delete_snapshot(
+        &self,
+        req: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let req = req.into_inner();
+        // No replica here: nothing of it is held, so nothing to delete.
+        let vol = match self.registry.get(&req.volume_id).await {
+            Ok(vol) => vol,
+            Err(StorageError::ReplicaNotFound { .. }) => {
+                return Ok(Response::new(DeleteSnapshotResponse { deleted: false }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let deleted = vol.delete_snapshot(&req.name).await.map_err(engine)?;
+        Ok(Response::new(DeleteSnapshotResponse { deleted }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let req = req.into_inner();
+        let vol = self.registry.get(&req.volume_id).await?;
+        Ok(Response::new(ListSnapshotsResponse {
+            snapshots: vol.snapshots().iter().map(snapshot_to_proto).collect(),
+        }))
+    }
+
+    async fn read_snapshot(
+        &self,
+        req: Request<ReadSnapshotRequest>,
+    ) -> Result<Response<ReadResponse>, Status> {
+        let req = req.into_inner();
+        let vol = self.registry.get(&req.volume_id).await?;
+        let data = vol
+            .read_snapshot(&req.name, req.offset, req.length)
             .await
             .map_err(engine)?;
         Ok(Response::new(ReadResponse {

@@ -4,9 +4,10 @@
 //! byte-addressed file: the real volume, and the journal) and [`MetaStore`]
 //! (the replica's metadata, replaced atomically). [`ReplicaDir`] is the file
 //! implementation: one directory per replica holding `data` (preallocated with
-//! `fallocate`), `journal` and `meta.json` (written to a temporary file,
+//! `fallocate`), `journal`, `meta.json` (written to a temporary file,
 //! fsynced, renamed, directory fsynced — so a crash leaves the old or the new
-//! metadata, never a mix).
+//! metadata, never a mix) and `snapshots/`, one copy-on-write log per
+//! snapshot ([`SnapshotStore`], [`crate::snapshot`]).
 //!
 //! Caveat: [`Backend`] calls block; the engine calls `sync` from a dedicated
 //! thread or `spawn_blocking`, and `read_at`/`write_at` inline (page cache).
@@ -27,6 +28,83 @@ pub struct VolumeFiles {
     pub data: std::sync::Arc<dyn Backend>,
     pub journal: std::sync::Arc<dyn Backend>,
     pub meta: std::sync::Arc<dyn MetaStore>,
+    pub snapshots: std::sync::Arc<dyn SnapshotStore>,
+}
+
+/// Where a replica keeps its snapshots' copy-on-write logs, one file each.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The log of snapshot `name`, created empty when missing.
+    fn open(&self, name: &str) -> io::Result<std::sync::Arc<dyn Backend>>;
+    /// Remove the log of `name`; removing one that is not there succeeds.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Names of every log present (a crash may leave one the metadata does
+    /// not list: it is removed at open).
+    fn list(&self) -> io::Result<Vec<String>>;
+}
+
+/// A store that holds no snapshots (replicas opened for inspection only).
+pub struct NoSnapshots;
+
+impl SnapshotStore for NoSnapshots {
+    fn open(&self, name: &str) -> io::Result<std::sync::Arc<dyn Backend>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this replica keeps no snapshots (asked for {name})"),
+        ))
+    }
+    fn remove(&self, _name: &str) -> io::Result<()> {
+        Ok(())
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The `snapshots/` directory of a replica: `<name>.cow` per snapshot.
+pub struct FileSnapshotStore {
+    dir: PathBuf,
+}
+
+const SNAPSHOT_LOG_SUFFIX: &str = ".cow";
+
+impl SnapshotStore for FileSnapshotStore {
+    fn open(&self, name: &str) -> io::Result<std::sync::Arc<dyn Backend>> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{name}{SNAPSHOT_LOG_SUFFIX}"));
+        let created = !path.exists();
+        let file = FileBackend::open(&path)?;
+        if created {
+            // The new name must survive a crash before the metadata lists it.
+            sync_dir(&self.dir)?;
+        }
+        Ok(std::sync::Arc::new(file))
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let path = self.dir.join(format!("{name}{SNAPSHOT_LOG_SUFFIX}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let file_name = entry?.file_name();
+            if let Some(name) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SNAPSHOT_LOG_SUFFIX))
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
 }
 
 /// A byte-addressed file.
@@ -141,6 +219,9 @@ pub struct VolumeMeta {
     /// Primary only: regions each member may lack, by data center.
     pub dirty: Vec<(String, PersistedDirtyMap)>,
     pub last_transfer_millis: u64,
+    /// Snapshots this replica holds, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<crate::snapshot::SnapshotMeta>,
 }
 
 /// Where [`VolumeMeta`] lives.
@@ -202,6 +283,9 @@ impl ReplicaDir {
             data: std::sync::Arc::new(self.data()?),
             journal: std::sync::Arc::new(self.journal()?),
             meta: std::sync::Arc::new(self.meta()),
+            snapshots: std::sync::Arc::new(FileSnapshotStore {
+                dir: self.path.join("snapshots"),
+            }),
         })
     }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{Backend, MetaStore, VolumeFiles};
+use super::{Backend, MetaStore, SnapshotStore, VolumeFiles};
 
 const SECTOR: usize = 512;
 
@@ -39,11 +39,12 @@ struct SimFile {
 struct Machine {
     /// Power cycle; handles of an older one fail.
     cycle: u64,
-    files: HashMap<&'static str, SimFile>,
+    /// By name: "data", "journal", and "snapshots/<name>" per snapshot log.
+    files: HashMap<String, SimFile>,
     meta: Option<Vec<u8>>,
     fail_meta: Option<i32>,
     /// Syncs that reached the disk, per file (tests check that a flush synced).
-    syncs: HashMap<&'static str, u64>,
+    syncs: HashMap<String, u64>,
 }
 
 /// One simulated machine holding one replica's files. Cheap to clone.
@@ -58,9 +59,9 @@ pub struct SimMachine {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CutReport {
     /// Unsynced writes dropped, per file.
-    pub dropped: Vec<(&'static str, usize)>,
+    pub dropped: Vec<(String, usize)>,
     /// A write torn: file, offset, bytes of it that reached the disk.
-    pub torn: Option<(&'static str, u64, usize)>,
+    pub torn: Option<(String, u64, usize)>,
 }
 
 fn powered_off() -> io::Error {
@@ -78,8 +79,8 @@ impl SimMachine {
                 durable: vec![0; size as usize],
                 ..Default::default()
             };
-            m.files.insert("data", data);
-            m.files.insert("journal", SimFile::default());
+            m.files.insert("data".into(), data);
+            m.files.insert("journal".into(), SimFile::default());
             m.meta = Some(meta);
         }
         sim
@@ -103,10 +104,10 @@ impl SimMachine {
     /// The replica's files for this power cycle.
     pub fn files(&self) -> VolumeFiles {
         let cycle = self.lock().cycle;
-        let file = |name| {
+        let file = |name: &str| {
             Arc::new(SimBackend {
                 sim: self.clone(),
-                name,
+                name: name.into(),
                 cycle,
             })
         };
@@ -114,6 +115,10 @@ impl SimMachine {
             data: file("data"),
             journal: file("journal"),
             meta: Arc::new(SimMeta {
+                sim: self.clone(),
+                cycle,
+            }),
+            snapshots: Arc::new(SimSnapshots {
                 sim: self.clone(),
                 cycle,
             }),
@@ -132,9 +137,9 @@ impl SimMachine {
         // write of the journal when it has one, else of the data file.
         let tear_in = ["journal", "data"]
             .into_iter()
-            .find(|n| m.files.get(n).is_some_and(|f| !f.unsynced.is_empty()));
+            .find(|n| m.files.get(*n).is_some_and(|f| !f.unsynced.is_empty()));
         for (name, f) in m.files.iter_mut() {
-            report.dropped.push((name, f.unsynced.len()));
+            report.dropped.push((name.clone(), f.unsynced.len()));
             let mut disk = f.durable.clone();
             if let (Some(fraction), Some(t)) = (tear, tear_in)
                 && t == *name
@@ -149,7 +154,7 @@ impl SimMachine {
                     disk.resize(end, 0);
                 }
                 disk[*offset as usize..end].copy_from_slice(&bytes[..n]);
-                report.torn = Some((name, *offset, n));
+                report.torn = Some((name.clone(), *offset, n));
             }
             f.durable = disk.clone();
             f.visible = disk;
@@ -175,7 +180,7 @@ impl SimMachine {
 
     /// Syncs of `file` wait (true) until released (false) or the power
     /// goes: writes stay unsynced meanwhile, whatever the engine does.
-    pub fn stall_syncs(&self, file: &'static str, stall: bool) {
+    pub fn stall_syncs(&self, file: &str, stall: bool) {
         if let Some(f) = self.lock().files.get_mut(file) {
             f.stall_syncs = stall;
         }
@@ -184,14 +189,14 @@ impl SimMachine {
 
     /// The next sync of `file` ("data" or "journal") fails with EIO, and
     /// the writes it should have made durable never will be.
-    pub fn fail_next_sync(&self, file: &'static str) {
+    pub fn fail_next_sync(&self, file: &str) {
         if let Some(f) = self.lock().files.get_mut(file) {
             f.fail_next_sync = true;
         }
     }
 
     /// Writes to `file` fail with `errno` (None: they succeed again).
-    pub fn fail_writes(&self, file: &'static str, errno: Option<i32>) {
+    pub fn fail_writes(&self, file: &str, errno: Option<i32>) {
         if let Some(f) = self.lock().files.get_mut(file) {
             f.fail_writes = errno;
         }
@@ -203,19 +208,19 @@ impl SimMachine {
     }
 
     /// Syncs of `file` that reached the disk so far.
-    pub fn syncs(&self, file: &'static str) -> u64 {
+    pub fn syncs(&self, file: &str) -> u64 {
         self.lock().syncs.get(file).copied().unwrap_or(0)
     }
 
     /// Writes of `file` not yet synced.
-    pub fn unsynced(&self, file: &'static str) -> usize {
+    pub fn unsynced(&self, file: &str) -> usize {
         self.lock().files.get(file).map_or(0, |f| f.unsynced.len())
     }
 }
 
 struct SimBackend {
     sim: SimMachine,
-    name: &'static str,
+    name: String,
     cycle: u64,
 }
 
@@ -228,9 +233,9 @@ impl SimBackend {
         if m.cycle != self.cycle {
             return Err(powered_off());
         }
-        let mut file = m.files.remove(self.name).unwrap_or_default();
+        let mut file = m.files.remove(&self.name).unwrap_or_default();
         let out = f(&mut file, &mut m);
-        m.files.insert(self.name, file);
+        m.files.insert(self.name.clone(), file);
         out
     }
 }
@@ -260,7 +265,7 @@ impl Backend for SimBackend {
         })
     }
     fn sync(&self) -> io::Result<()> {
-        let name = self.name;
+        let name = self.name.as_str();
         {
             let mut m = self.sim.lock();
             while m.cycle == self.cycle && m.files.get(name).is_some_and(|f| f.stall_syncs) {
@@ -281,7 +286,7 @@ impl Backend for SimBackend {
                 }
                 f.durable[offset as usize..end].copy_from_slice(&bytes);
             }
-            *m.syncs.entry(name).or_default() += 1;
+            *m.syncs.entry(name.to_owned()).or_default() += 1;
             Ok(())
         })
     }
@@ -322,6 +327,49 @@ impl MetaStore for SimMeta {
         }
         m.meta = Some(bytes.to_vec());
         Ok(())
+    }
+}
+
+const SNAPSHOT_PREFIX: &str = "snapshots/";
+
+/// Snapshot logs as files of the machine ("snapshots/<name>"): a power cut
+/// drops their unsynced writes like any other file's.
+struct SimSnapshots {
+    sim: SimMachine,
+    cycle: u64,
+}
+
+impl SnapshotStore for SimSnapshots {
+    fn open(&self, name: &str) -> io::Result<Arc<dyn Backend>> {
+        let file = format!("{SNAPSHOT_PREFIX}{name}");
+        let mut m = self.sim.lock();
+        if m.cycle != self.cycle {
+            return Err(powered_off());
+        }
+        m.files.entry(file.clone()).or_default();
+        Ok(Arc::new(SimBackend {
+            sim: self.sim.clone(),
+            name: file,
+            cycle: self.cycle,
+        }))
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut m = self.sim.lock();
+        if m.cycle != self.cycle {
+            return Err(powered_off());
+        }
+        m.files.remove(&format!("{SNAPSHOT_PREFIX}{name}"));
+        Ok(())
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        let m = self.sim.lock();
+        if m.cycle != self.cycle {
+            return Err(powered_off());
+        }
+        Ok(m.files
+            .keys()
+            .filter_map(|k| k.strip_prefix(SNAPSHOT_PREFIX).map(str::to_owned))
+            .collect())
     }
 }
 
@@ -369,7 +417,7 @@ mod tests {
         let files = sim.files();
         files.journal.write_at(0, &[7u8; 2048]).unwrap();
         let report = sim.power_cut(Some(0.5));
-        assert_eq!(report.torn, Some(("journal", 0, 1024)));
+        assert_eq!(report.torn, Some(("journal".into(), 0, 1024)));
         assert_eq!(sim.files().journal.size().unwrap(), 1024);
     }
 }

@@ -216,6 +216,20 @@ pub(crate) fn flush_waits(st: &State) -> Vec<(String, watch::Receiver<Progress>)
         .collect()
 }
 
+/// Every member with its endpoint, and the progress of those streaming
+/// (None: tracking, so it lacks writes and cannot take a snapshot now).
+pub(crate) fn streaming_members(
+    st: &State,
+) -> Vec<(String, String, Option<watch::Receiver<Progress>>)> {
+    st.members
+        .iter()
+        .map(|(dc, m)| {
+            let progress = matches!(m.mode, Mode::Streaming { .. }).then(|| m.progress.subscribe());
+            (dc.clone(), m.spec.endpoint.clone(), progress)
+        })
+        .collect()
+}
+
 impl Progress {
     pub fn holds(&self, seq: u64, holds: Holds) -> bool {
         match holds {

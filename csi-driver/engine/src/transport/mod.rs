@@ -53,6 +53,11 @@ pub enum PeerMessage {
         group: GroupSpec,
         last_seq: u64,
     },
+    /// Take the primary's snapshot at the same point of the write order
+    /// (this replica must stand at `meta.seq`).
+    TakeSnapshot {
+        meta: crate::snapshot::SnapshotMeta,
+    },
 }
 
 impl PeerMessage {
