@@ -3,11 +3,13 @@
 //! the operator does the moving (planned relocations) and counts what is
 //! left in the DataCenter's status, which `--wait` follows.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::StreamExt;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use roam_crds::DataCenter;
 use serde::Serialize;
@@ -58,34 +60,50 @@ pub async fn set(
     dcs.patch(dc, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(api("patch", "DataCenter", "", dc))?;
-    let deadline = Instant::now() + wait;
-    loop {
-        let status = dcs
-            .get(dc)
-            .await
-            .map_err(api("get", "DataCenter", "", dc))?
-            .status
-            .unwrap_or_default();
+    let drain_of = |status: roam_crds::DataCenterStatus| {
+        let drained = matches!(
+            (status.primaries, status.primaries_attached),
+            (Some(left), Some(attached)) if left <= attached
+        );
         let drain = Drain {
             data_center: dc.to_owned(),
             cordoned,
             primaries: status.primaries,
             primaries_attached: status.primaries_attached,
         };
-        let drained = matches!(
-            (status.primaries, status.primaries_attached),
-            (Some(left), Some(attached)) if left <= attached
-        );
-        if !cordoned || wait.is_zero() || drained {
-            return Ok(drain);
+        (drain, drained)
+    };
+    if !cordoned || wait.is_zero() {
+        let status = dcs
+            .get(dc)
+            .await
+            .map_err(api("get", "DataCenter", "", dc))?
+            .status
+            .unwrap_or_default();
+        return Ok(drain_of(status).0);
+    }
+    // Follow the operator's count on a watch until it says drained.
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={dc}"));
+    let mut stream = watcher(dcs.clone(), cfg).applied_objects().boxed();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last = drain_of(Default::default()).0;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) | Ok(None) => {
+                return Err(Error::DrainTimeout {
+                    data_center: dc.to_owned(),
+                    waited: wait,
+                    state: last.table().trim_end().to_owned(),
+                });
+            }
+            Ok(Some(Err(_))) => continue, // the watcher re-lists on its own after an error
+            Ok(Some(Ok(found))) => {
+                let (drain, drained) = drain_of(found.status.unwrap_or_default());
+                if drained {
+                    return Ok(drain);
+                }
+                last = drain;
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(Error::DrainTimeout {
-                data_center: dc.to_owned(),
-                waited: wait,
-                state: drain.table().trim_end().to_owned(),
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -66,8 +66,9 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Path to the kubeconfig file to use for CLI requests.
-    #[arg(long, global = true, env = "KUBECONFIG")]
+    /// Path to the kubeconfig file to use for CLI requests (without it, the
+    /// files KUBECONFIG lists, merged as kubectl does, or ~/.kube/config).
+    #[arg(long, global = true)]
     kubeconfig: Option<std::path::PathBuf>,
     /// The name of the kubeconfig context to use.
     #[arg(long, global = true)]

@@ -225,10 +225,16 @@ impl Env {
 
     /// `kubectl roam ARGS -n <ns>`: (exit code, stdout, stderr).
     async fn roam(&self, args: &[&str]) -> (i32, String, String) {
+        let kubeconfig = self.cluster.kubeconfig().display().to_string();
+        self.roam_with(&kubeconfig, args).await
+    }
+
+    /// The same with `KUBECONFIG` set to `kubeconfig` (a list, as kubectl takes).
+    async fn roam_with(&self, kubeconfig: &str, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_kubectl-roam"))
             .args(args)
             .args(["-n", &self.ns])
-            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .output()
             .await
             .expect("run kubectl-roam");
@@ -755,7 +761,22 @@ async fn cordon_moves_the_primary_out_and_uncordon_clears_the_flag() {
         (roam_proto::storage::Role::Primary as i32, s.epoch)
     );
 
-    let (code, out, _) = env.roam(&["uncordon", &primary, "-o", "json"]).await;
+    // KUBECONFIG as a list of files, merged as kubectl merges them: the
+    // first holds only a preference, the cluster comes from the second.
+    let first = std::env::temp_dir().join(format!("{}-prefs.kubeconfig", env.ns));
+    std::fs::write(
+        &first,
+        "apiVersion: v1\nkind: Config\npreferences: {}\nclusters: []\ncontexts: []\nusers: []\n",
+    )
+    .expect("write kubeconfig");
+    let list = std::env::join_paths([first.as_path(), env.cluster.kubeconfig()])
+        .expect("KUBECONFIG list")
+        .to_string_lossy()
+        .into_owned();
+    let (code, out, _) = env
+        .roam_with(&list, &["uncordon", &primary, "-o", "json"])
+        .await;
+    let _ = std::fs::remove_file(&first);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["cordoned"], false);
